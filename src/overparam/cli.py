@@ -34,7 +34,7 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_OK}  finished (a run that diverged is a result and also exits {EXIT_OK})
   {EXIT_FAILED}  failed at run time (rerun with --debug for the traceback)
   {EXIT_USAGE}  invalid option, configuration or input data; nothing was started
-  {EXIT_INTERRUPTED}  interrupted by SIGTERM/SIGINT after saving a checkpoint; continue with --resume
+  {EXIT_INTERRUPTED}  interrupted by SIGTERM/SIGINT after saving a checkpoint; rerun with --resume
   {EXIT_LOCKED}  the run directory is locked by another process
 """
 
@@ -59,9 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show the full traceback when a command fails"
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_ArgumentParser)
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_ArgumentParser
+    )
     subparsers.required = True
-    for name, module_name in SUBCOMMANDS.items():
+    for module_name in SUBCOMMANDS.values():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -77,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = args.debug or "--debug" in argv

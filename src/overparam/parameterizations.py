@@ -116,7 +116,9 @@ def init_factors(weight: Tensor, parameterization: str) -> Factors:
 
 def _contiguous(factors: Factors, dtype: torch.dtype) -> Factors:
     """Fresh contiguous copies in ``dtype``: safetensors and in-place copies need owned storage."""
-    return Factors(*(t.to(dtype=dtype, memory_format=torch.contiguous_format, copy=True) for t in factors))
+    return Factors(
+        *(t.to(dtype=dtype, memory_format=torch.contiguous_format, copy=True) for t in factors)
+    )
 
 
 def compose(factors: Factors) -> Tensor:
