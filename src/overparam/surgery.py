@@ -22,17 +22,16 @@ TARGET_SHORTCUTS: dict[str, tuple[str, ...]] = {
 Targets = str | Sequence[str]
 
 
-def _patterns(targets: Targets) -> list[str]:
+def _pattern_groups(targets: Targets) -> list[tuple[str, tuple[str, ...]]]:
+    """(label, patterns) pairs: a shortcut is one group, each explicit pattern its own."""
     if isinstance(targets, str):
         targets = [targets]
-    patterns: list[str] = []
-    for target in targets:
-        patterns.extend(TARGET_SHORTCUTS.get(target, (target,)))
-    if not patterns:
+    groups = [(target, TARGET_SHORTCUTS.get(target, (target,))) for target in targets]
+    if not groups:
         raise ConfigError(
             "targets is empty; pass a shortcut (attention, mlp, all-linear) or patterns"
         )
-    return patterns
+    return groups
 
 
 def _matches(qualified_name: str, pattern: str) -> bool:
@@ -75,15 +74,22 @@ def resolve_targets(model: nn.Module, targets: Targets = "attention") -> list[st
     layers = _linear_layers(model)
     if not layers:
         raise TargetNotFoundError(f"model {type(model).__name__} has no nn.Linear layers")
-    patterns = _patterns(targets)
-    excluded = {_output_embedding_name(model)} if "*" in patterns else set()
+    groups = _pattern_groups(targets)
+    all_linear = any("*" in patterns for _, patterns in groups)
+    excluded = {_output_embedding_name(model)} if all_linear else set()
 
+    # A shortcut needs one of its patterns to match (a model may lack k_proj, say); an
+    # explicit pattern must match on its own, so that a typo never passes silently.
     selected: list[str] = []
-    for pattern in patterns:
-        hits = [name for name in layers if _matches(name, pattern) and name not in excluded]
+    for label, patterns in groups:
+        hits = [
+            name
+            for name in layers
+            if name not in excluded and any(_matches(name, pattern) for pattern in patterns)
+        ]
         if not hits:
             raise TargetNotFoundError(
-                f"target pattern '{pattern}' matches no linear layer. The model's linear "
+                f"target '{label}' matches no linear layer. The model's linear "
                 f"layers are: {_describe(layers)}. Use a shortcut (attention, mlp, "
                 "all-linear) or a pattern that matches one of these names."
             )
