@@ -1,0 +1,339 @@
+"""Build the report of a runs directory: report.md, report.html, CSV files and figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from overparam.errors import DataError, OverparamError
+from overparam.report import document as doc
+from overparam.report.claims import (
+    EQUIVALENCE_MARGIN,
+    ClaimResult,
+    check_claims,
+    lr_regimes,
+)
+from overparam.report.figures import save_figures
+from overparam.report.runs import RunRecord, load_runs
+from overparam.report.stats import MIN_SEEDS
+from overparam.report.tables import (
+    StudyTable,
+    build_table,
+    format_lr,
+    row_label,
+    table_grid,
+    table_header,
+    write_csv,
+)
+
+log = logging.getLogger(__name__)
+
+# Config fields that differ between the runs of one table by design.
+SWEPT_FIELDS = frozenset(
+    {
+        "decomposition.parameterization",
+        "decomposition.reproject_every_steps",
+        "optim.lr",
+        "train.seed",
+    }
+)
+# Fields that may differ without changing what a run computes.
+NEUTRAL_FIELDS = frozenset({"train.threads"})
+RUN_INFO_KEY = "run"  # section of config.json with what the run resolved (harness's RUN_INFO_KEY)
+
+
+@dataclass
+class Report:
+    """What `build_report` wrote and computed."""
+
+    out_dir: Path
+    markdown_path: Path
+    html_path: Path
+    tables: dict[str, StudyTable]
+    claims: list[ClaimResult]
+    runs: list[RunRecord]
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, child in value.items():
+        flat.update(_flatten(child, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _compared_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """Fields that must agree within a table: all settings, plus the data fingerprint.
+
+    The `run` section (what the run resolved: versions, parameter counts) differs between
+    parameterizations by design, except for the data fingerprint.
+    """
+    flat = _flatten(config)
+    return {
+        key: value
+        for key, value in flat.items()
+        if key not in SWEPT_FIELDS | NEUTRAL_FIELDS
+        and (not key.startswith(f"{RUN_INFO_KEY}.") or "fingerprint" in key)
+    }
+
+
+def config_differences(runs: list[RunRecord]) -> dict[str, list[str]]:
+    """Fields, other than the swept ones, whose value is not the same in every run."""
+    configs = [_compared_fields(run.config) for run in runs if run.config]
+    keys = set().union(*configs) if configs else set()
+    differences = {}
+    for key in sorted(keys):
+        found = {json.dumps(config.get(key), sort_keys=True) for config in configs}
+        if len(found) > 1:
+            differences[key] = sorted(found)
+    return differences
+
+
+def _fingerprint(config: dict[str, Any]) -> str:
+    found = {key: value for key, value in config.items() if "fingerprint" in key}
+    if not found:
+        return "not recorded"
+    if len(found) == 1:
+        return str(next(iter(found.values())))
+    return json.dumps(found, sort_keys=True)
+
+
+def _first_config(runs: list[RunRecord]) -> dict[str, Any]:
+    return next((_flatten(run.config) for run in runs if run.config), {})
+
+
+def _setup_items(name: str, runs: list[RunRecord], table: StudyTable) -> list[str]:
+    config = _first_config(runs)
+    seeds = sorted({run.seed for run in runs})
+    fingerprint = _fingerprint(config)
+    preset, source = config.get("model.preset", "?"), config.get("data.source", "?")
+    items = [
+        f"{name}: model `{preset}`, corpus `{source}` "
+        f"(fingerprint `{fingerprint}`), {config.get('train.max_steps', '?')} steps, "
+        f"seeds {seeds}, learning rates {', '.join(format_lr(lr) for lr in table.lrs)}.",
+    ]
+    if config.get("model.init_from"):
+        items.append(
+            f"{name}: starts from the pretrained checkpoint `{config['model.init_from']}`."
+        )
+    for key, found in config_differences(runs).items():
+        items.append(f"WARNING: {name} runs differ in `{key}`: {', '.join(found)}.")
+    return items
+
+
+def _capitalize(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _status_counts(runs: list[RunRecord]) -> str:
+    counts = Counter(run.status for run in runs)
+    return ", ".join(f"{counts[s]} {s}" for s in sorted(counts))
+
+
+def _best_text(table: StudyTable) -> str:
+    best = table.best_overall()
+    if best is None:
+        return "no setting completed all its seeds"
+    cell = table.cells[best]
+    return (
+        f"best setting {row_label(best.row)} at lr {format_lr(best.lr)} "
+        f"({cell.mean:.3f}, n={cell.n})"
+    )
+
+
+def _table_section(
+    document: doc.Document, key: str, table: StudyTable, runs: list[RunRecord], out_dir: Path
+) -> None:
+    document.add(
+        doc.Heading(table.title),
+        doc.Paragraph(
+            "Final held-out loss, mean ± sample standard deviation over seeds (n = completed "
+            "seeds). Bold: the lowest mean of its column among settings whose seeds all "
+            f"completed. {_capitalize(_best_text(table))}."
+        ),
+        doc.Table(table_header(table), table_grid(table)),
+    )
+    write_csv(table, out_dir / f"{key}.csv")
+    for path, caption in save_figures(table, out_dir / "figures", key):
+        document.add(doc.Image(path, caption))
+
+
+def _claims_section(
+    document: doc.Document, claims: list[ClaimResult], scratch: StudyTable | None
+) -> None:
+    low, high = lr_regimes(scratch.lrs if scratch else [])
+    lrs_text = ", ".join(format_lr(lr) for lr in low) or "none"
+    high_text = ", ".join(format_lr(lr) for lr in high) or "none"
+    document.add(
+        doc.Heading("Claim check"),
+        doc.Paragraph(
+            "Loss gap: d = mean(A) − mean(B) over completed seeds, SE = sqrt(s_A²/n_A + "
+            "s_B²/n_B) with sample variances. Divergence gap: difference of the divergence "
+            "rates with one diverged and one stable run added to each group (Agresti–Caffo), "
+            "and its SE. A gap within ±2 SE is within noise. A comparison needs "
+            f"{MIN_SEEDS} or more finished seeds on each side."
+        ),
+        doc.Paragraph(
+            "Loss claims vote over their comparisons: holds when more than half support it, "
+            "does not hold when more than half contradict it, inconclusive otherwise. "
+            'Divergence claims pool the runs of each group. The "no difference" claims use a '
+            f"margin of {EQUIVALENCE_MARGIN:.0%} of the reference loss."
+        ),
+        doc.Paragraph(
+            f"Low learning rates (lower half of the from-scratch grid): {lrs_text}. "
+            f"High learning rates (upper half): {high_text}."
+        ),
+    )
+    for claim in claims:
+        document.add(
+            doc.Heading(f"{claim.statement} — {claim.verdict}", level=3),
+            doc.Paragraph(f"Test: {claim.test} Result: {claim.reason}."),
+        )
+        if claim.comparisons:
+            rows = []
+            for c in claim.comparisons:
+                gap = "" if c.gap is None else f"{c.gap.difference:+.4f}"
+                two_se = "" if c.gap is None else f"{2 * c.gap.standard_error:.4f}"
+                rows.append(
+                    [(t, False) for t in (c.label, c.a, c.b, gap, two_se, c.outcome, c.note)]
+                )
+            header = ["comparison (A vs B)", "A", "B", "d", "2 SE", "outcome", "note"]
+            document.add(doc.Table(header, rows))
+
+
+def write_runs_csv(runs: list[RunRecord], path: Path) -> None:
+    fields = ["path", "finetune", "parameterization", "reproject_every_steps", "lr", "seed"]
+    fields += ["status", "final_eval_loss", "diverged_step", "steps", "reason"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for run in sorted(runs, key=lambda r: str(r.path)):
+            writer.writerow(
+                {
+                    "path": str(run.path),
+                    "finetune": run.finetune,
+                    "parameterization": run.setting.parameterization,
+                    "reproject_every_steps": run.setting.reproject_every_steps,
+                    "lr": format_lr(run.setting.lr),
+                    "seed": run.seed,
+                    "status": run.status,
+                    "final_eval_loss": "" if run.final_eval_loss is None else run.final_eval_loss,
+                    "diverged_step": "" if run.diverged_step is None else run.diverged_step,
+                    "steps": "" if run.steps is None else run.steps,
+                    "reason": run.reason,
+                }
+            )
+
+
+def _unfinished_section(document: doc.Document, runs: list[RunRecord], runs_dir: Path) -> None:
+    unfinished = [run for run in runs if run.status not in ("completed", "diverged")]
+    document.add(doc.Heading("Runs without a result"))
+    if not unfinished:
+        document.add(doc.Paragraph("Every run completed or diverged."))
+        return
+    rows = []
+    for run in sorted(unfinished, key=lambda r: str(r.path)):
+        where = run.path.relative_to(runs_dir) if run.path.is_relative_to(runs_dir) else run.path
+        rows.append([(str(where), False), (run.status, False), (run.reason, False)])
+    document.add(doc.Table(["run", "status", "reason"], rows))
+
+
+def _toy_section(document: doc.Document, toy_dir: Path) -> None:
+    images = sorted(toy_dir.rglob("*.png"))
+    if not images:
+        return
+    document.add(doc.Heading("Toy experiment (2x2 matrices)"))
+    for image in images:
+        document.add(doc.Image(image, f"Toy experiment: {image.stem.replace('_', ' ')}"))
+
+
+def _make_out_dir(out_dir: Path) -> None:
+    try:
+        (out_dir / "figures").mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise OverparamError(f"cannot write the report to {out_dir}: {error.strerror}") from None
+
+
+def build_report(
+    runs_dir: Path, out_dir: Path | None = None, toy_dir: Path | None = None
+) -> Report:
+    """Read every run under runs_dir and write the report into out_dir (default runs_dir/report)."""
+    runs_dir = Path(runs_dir).resolve()
+    out_dir = Path(out_dir).resolve() if out_dir is not None else runs_dir / "report"
+    runs = load_runs(runs_dir)
+    if not runs:
+        raise DataError(f"no run directories (with a config.json) found under {runs_dir}")
+    _make_out_dir(out_dir)
+
+    groups = {
+        "table1_scratch": ("Table 1: training from scratch", [r for r in runs if not r.finetune]),
+        "table2_finetune": (
+            "Table 2: fine-tuning from pretrained weights",
+            [r for r in runs if r.finetune],
+        ),
+    }
+    tables = {key: build_table(title, group) for key, (title, group) in groups.items() if group}
+    claims = check_claims(tables.get("table1_scratch"), tables.get("table2_finetune"))
+
+    document = doc.Document("overparam study report")
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    summary = [f"Runs directory `{runs_dir}`, built {now}."]
+    for key, table in tables.items():
+        summary.append(f"{table.title}: {_status_counts(groups[key][1])}; {_best_text(table)}.")
+    document.add(doc.Heading("Summary"), doc.BulletList(summary))
+    document.add(
+        doc.Table(["claim", "verdict"], [[(c.statement, False), (c.verdict, True)] for c in claims])
+    )
+
+    setup = []
+    for key, table in tables.items():
+        setup += _setup_items(_capitalize(table.title.split(": ")[-1]), groups[key][1], table)
+    document.add(doc.Heading("Setup"), doc.BulletList(setup))
+
+    for key, table in tables.items():
+        _table_section(document, key, table, groups[key][1], out_dir)
+    _claims_section(document, claims, tables.get("table1_scratch"))
+    _unfinished_section(document, runs, runs_dir)
+    if toy_dir is not None and toy_dir.is_dir():
+        _toy_section(document, toy_dir)
+
+    write_runs_csv(runs, out_dir / "runs.csv")
+    _write_claims_csv(claims, out_dir / "claims.csv")
+    markdown_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    markdown_path.write_text(doc.to_markdown(document, out_dir))
+    html_path.write_text(doc.to_html(document))
+    log.info("report written to %s", markdown_path)
+    return Report(out_dir, markdown_path, html_path, tables, claims, runs)
+
+
+def _write_claims_csv(claims: list[ClaimResult], path: Path) -> None:
+    fields = ["claim", "verdict", "reason", "comparison", "a", "b", "d", "se", "outcome", "note"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for claim in claims:
+            base = {"claim": claim.key, "verdict": claim.verdict, "reason": claim.reason}
+            writer.writerow(base)
+            for c in claim.comparisons:
+                writer.writerow(
+                    base
+                    | {
+                        "comparison": c.label,
+                        "a": c.a,
+                        "b": c.b,
+                        "d": "" if c.gap is None else c.gap.difference,
+                        "se": "" if c.gap is None else c.gap.standard_error,
+                        "outcome": c.outcome,
+                        "note": c.note,
+                    }
+                )
