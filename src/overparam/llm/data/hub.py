@@ -18,9 +18,9 @@ from overparam.errors import DataError, suggest
 # Timeout of the reachability request to the Hub, in seconds.
 HUB_TIMEOUT_SECONDS = 10.0
 _ROWS_PER_BATCH = 1000
+TOKENIZER_ADVICE = "set data.tokenizer to a local tokenizer directory or tokenizer.json file"
 OFFLINE_ADVICE = (
-    "without network access, pass a local path, or a dataset saved with "
-    "`datasets.Dataset.save_to_disk`, as data.source"
+    "set data.source to a local path or to a dataset saved with `datasets.Dataset.save_to_disk`"
 )
 
 
@@ -136,7 +136,7 @@ def check_hub_reachable(
         detail = str(error) or type(error).__name__
         raise DataError(
             f"the Hub {kind} '{repo_id}' could not be reached ({detail}); "
-            + (OFFLINE_ADVICE if repo_type == "dataset" else "pass a local tokenizer directory")
+            + (OFFLINE_ADVICE if repo_type == "dataset" else TOKENIZER_ADVICE)
             + ", or set HF_HUB_OFFLINE=1 to use a copy in the Hugging Face cache"
         ) from None
 

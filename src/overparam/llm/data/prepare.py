@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import platform
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 # Documents per `encode_batch` call: large enough for the tokenizer's thread pool, small enough
 # that one batch of token lists stays a few MB.
 _ENCODE_BATCH_DOCUMENTS = 256
+# Errors of a cache directory that is read-only, not permitted, or blocked by a regular file.
+_UNWRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST)
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,9 @@ def prepare_data(config: DataConfig, context_length: int) -> PreparedData:
         tokenizer = load_tokenizer(
             config.tokenizer, config.vocab_size, train_documents, train_sha256, cache_dir
         )
-    except PermissionError as error:
-        raise _unwritable_cache_error(cache_dir, error) from None
+    except OSError as error:
+        _raise_if_unwritable(cache_dir, error)
+        raise
 
     # Token cache: reuse a complete entry, else tokenize once and write it.
     key = token_cache_key(
@@ -97,8 +101,9 @@ def prepare_data(config: DataConfig, context_length: int) -> PreparedData:
         log.info("token cache miss: tokenizing %d documents into %s", len(documents), entry_dir)
         try:
             meta = _write_token_cache(entry_dir, key, tokenizer, train_documents, val_documents)
-        except PermissionError as error:
-            raise _unwritable_cache_error(cache_dir, error) from None
+        except OSError as error:
+            _raise_if_unwritable(cache_dir, error)
+            raise
 
     # Both splits must hold at least one training sequence.
     sequence_tokens = context_length + 1
@@ -172,8 +177,13 @@ def _encode_documents(
         yield np.asarray(ids, dtype=dtype)
 
 
-def _unwritable_cache_error(cache_dir: Path, error: OSError) -> DataError:
-    return DataError(
-        f"the data cache directory {cache_dir} is not writable ({error}); "
-        "set data.cache_dir or $OVERPARAM_CACHE to a writable directory"
-    )
+def _raise_if_unwritable(cache_dir: Path, error: OSError) -> None:
+    """Raise DataError when `error` means the cache directory cannot be written at all.
+
+    Other failures, such as a full disk, are run-time errors and propagate unchanged.
+    """
+    if error.errno in _UNWRITABLE_ERRNOS:
+        raise DataError(
+            f"the data cache directory {cache_dir} is not writable ({error}); "
+            "set data.cache_dir or $OVERPARAM_CACHE to a writable directory"
+        ) from None

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from overparam.errors import DataError
 from overparam.llm.data.cache import write_bytes_atomically
-from overparam.llm.data.hub import check_hub_reachable, transport_errors
+from overparam.llm.data.hub import TOKENIZER_ADVICE, check_hub_reachable, transport_errors
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,9 @@ def load_pretrained(name_or_dir: str, cache_dir: Path) -> CorpusTokenizer:
     try:
         pretrained = AutoTokenizer.from_pretrained(name_or_dir, trust_remote_code=False)
     except (OSError, ValueError, *transport_errors()) as error:
-        raise DataError(f"tokenizer '{name_or_dir}' could not be loaded: {error}") from None
+        raise DataError(
+            f"tokenizer '{name_or_dir}' could not be loaded ({error}); {TOKENIZER_ADVICE}"
+        ) from None
 
     eos_token_id = pretrained.eos_token_id
     if eos_token_id is None:
