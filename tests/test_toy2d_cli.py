@@ -106,7 +106,8 @@ def test_out_existing_file_exits_2(tmp_path, caplog):
     existing.write_text("")
     with caplog.at_level(logging.ERROR, logger="overparam"):
         assert main(["toy2d", *SMALL, "--out", str(existing)]) == EXIT_USAGE
-    assert "--out" in caplog.text and "not a directory" in caplog.text
+    assert "--out" in caplog.text
+    assert "not a directory" in caplog.text
 
 
 def test_out_under_file_exits_2(tmp_path, caplog):
@@ -114,7 +115,8 @@ def test_out_under_file_exits_2(tmp_path, caplog):
     existing.write_text("")
     with caplog.at_level(logging.ERROR, logger="overparam"):
         assert main(["toy2d", *SMALL, "--out", str(existing / "sub")]) == EXIT_USAGE
-    assert "--out" in caplog.text and "cannot write" in caplog.text
+    assert "--out" in caplog.text
+    assert "cannot write" in caplog.text
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")

@@ -23,7 +23,12 @@ COLORS = {"dense": "black", "svd": "tab:blue", "iiw": "tab:orange"}
 
 
 def _style(spec: Any) -> dict[str, Any]:
-    family = "dense" if spec.is_dense else ("svd" if spec.is_svd else "iiw")
+    if spec.is_dense:
+        family = "dense"
+    elif spec.is_svd:
+        family = "svd"
+    else:
+        family = "iiw"
     dashed = not spec.is_dense and not spec.reproject
     return {"color": COLORS[family], "linestyle": "--" if dashed else "-", "label": spec.label}
 

@@ -65,7 +65,7 @@ def render_lr_grid(grid: list[dict[str, Any]], claims: list[dict[str, Any]]) -> 
 
 
 def render_markdown(results: dict[str, Any]) -> str:
-    """The whole results.md: settings, model table, speed ranking, claims, lr grid."""
+    """Render results.md: settings, model table, speed ranking, claims and the lr grid."""
     settings = results["settings"]
     lines = [
         "# 2x2 experiment: results",

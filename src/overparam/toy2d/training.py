@@ -108,7 +108,7 @@ def train_model(spec: ModelSpec, problem: Problem, lr: float, steps: int) -> Tra
 
     A re-projected model gets ``reproject_factors`` after every step. A run whose loss or
     parameters become non-finite keeps its last finite parameters and is marked as
-    diverged, so the other runs go on and the re-projection's SVD never sees NaN.
+    diverged, so the other runs go on and the re-projection's SVD never gets NaN.
     """
     runs = problem.initial_weight.shape[0]
     loss_history = torch.empty(steps + 1, runs, dtype=DTYPE)
