@@ -74,8 +74,13 @@ def report(tmp_path_factory):
         {"path": "i2", "config": run_config("IvecIW", 128, LR_HIGH, 0)},
         {"path": "i0", "config": run_config("IvecIW", 128, LR_LOW, 0)},
     ]
-    (root / "_sweep").mkdir()
+    for cell in cells:
+        cell["key"] = cell["path"]
+    (root / "_sweep" / "outcomes").mkdir(parents=True)
     (root / "_sweep" / "manifest.json").write_text(json.dumps({"cells": cells}))
+    # The sweep records a failure that the training process could not write (killed).
+    failure = {"status": "failed", "reason": "killed by signal 9"}
+    (root / "_sweep" / "outcomes" / "i2.json").write_text(json.dumps(failure))
     return build_report(root, tmp_path_factory.mktemp("report"))
 
 
@@ -99,7 +104,7 @@ def test_report_cell_texts(report):
         f"**{imat_mean:.3f} ± {imat_std:.3f} (n=2)**",
         "**3.900 (n=1), 1/2 missing**",
     ]
-    assert rows["IvecIW rp128"] == ["1/2 failed, 1/2 missing", "missing"]
+    assert rows["IvecIW rp128"] == ["1/2 failed, 1/2 missing", "failed"]
     assert rows["SmatVD rp128"] == ["3.500 (n=1)", "missing"]
 
 
@@ -114,7 +119,7 @@ def test_report_csv_numbers(report):
     assert cells[("ImatIW", "1e-03")]["best_in_column"] == "True"
     diverged = cells[("SvecVD", "1e-02")]
     assert (diverged["mean_loss"], diverged["n_diverged"]) == ("", "2")
-    assert cells[("IvecIW", "1e-02")]["n_missing"] == "1"
+    assert cells[("IvecIW", "1e-02")]["n_failed"] == "1"
 
 
 def test_report_best_overall(report):
@@ -138,6 +143,7 @@ def test_report_unfinished_listed(report):
     statuses = {run.path.name: run.status for run in report.runs}
     assert statuses["m3"] == "incomplete"
     assert statuses["i1"] == "missing"
+    assert statuses["i2"] == "failed"  # from the sweep's failure record
     assert statuses["i0"] == "failed"  # present on disk: the manifest entry adds no copy
     assert sum(run.path.name == "i0" for run in report.runs) == 1
 

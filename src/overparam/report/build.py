@@ -246,12 +246,33 @@ def _unfinished_section(document: doc.Document, runs: list[RunRecord], runs_dir:
 
 
 def _toy_section(document: doc.Document, toy_dir: Path) -> None:
-    images = sorted(toy_dir.rglob("*.png"))
-    if not images:
+    """Embed the toy experiment's figure and its claim verdicts (its own results.json)."""
+    results = _read_json(toy_dir / "results.json")
+    images = sorted(toy_dir.glob("*.png"))
+    if results is None and not images:
         return
     document.add(doc.Heading("Toy experiment (2x2 matrices)"))
+    claims = (results or {}).get("claims", [])
+    if claims:
+        rows = [
+            [
+                (str(c.get("statement", c.get("claim_id", "?"))), False),
+                (str(c.get("verdict")), True),
+            ]
+            for c in claims
+        ]
+        document.add(doc.Table(["claim", "verdict"], rows))
     for image in images:
         document.add(doc.Image(image, f"Toy experiment: {image.stem.replace('_', ' ')}"))
+    document.add(doc.Paragraph(f"Full results: `{toy_dir / 'results.md'}`."))
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _make_out_dir(out_dir: Path) -> None:

@@ -147,6 +147,7 @@ class ExpectedRun:
     setting: Setting
     seed: int
     finetune: bool
+    failure: dict[str, Any] | None = None  # the sweep's record of a failure the run could not write
 
 
 def find_expected_runs(root: Path) -> list[ExpectedRun]:
@@ -159,7 +160,9 @@ def find_expected_runs(root: Path) -> list[ExpectedRun]:
         sweep_dir = manifest_path.parent.parent
         for cell in manifest.get("cells", []):
             setting, seed, finetune = setting_from_config(cell["config"], manifest_path)
-            expected.append(ExpectedRun(sweep_dir / cell["path"], setting, seed, finetune))
+            failure = _read_json(manifest_path.parent / "outcomes" / f"{cell.get('key')}.json")
+            path = sweep_dir / cell["path"]
+            expected.append(ExpectedRun(path, setting, seed, finetune, failure))
     return expected
 
 
@@ -170,10 +173,16 @@ def load_runs(root: Path) -> list[RunRecord]:
         raise DataError(f"runs directory not found: {root}")
     records = [load_run(run_dir) for run_dir in find_run_dirs(root)]
 
-    present = {record.path.resolve() for record in records}
+    present = {record.path.resolve(): record for record in records}
     for run in find_expected_runs(root):
-        if run.path.resolve() not in present:
-            records.append(RunRecord(run.path, run.setting, run.seed, run.finetune, "missing"))
+        record = present.get(run.path.resolve())
+        if record is None:
+            record = RunRecord(run.path, run.setting, run.seed, run.finetune, "missing")
+            records.append(record)
+        if run.failure is not None and record.status in ("missing", "incomplete", "interrupted"):
+            # The training process died without a summary; the sweep recorded why.
+            record.status = "failed"
+            record.reason = str(run.failure.get("reason", ""))
     return records
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from overparam.parameterizations import PARAMETERIZATIONS
 from overparam.report.cells import CellStats, aggregate, format_cell
 from overparam.report.runs import RunRecord, Setting
+from overparam.sweep.grid import format_lr
 
 Row = tuple[str, int]  # (parameterization, reproject_every_steps); 0 = free
 
@@ -18,13 +19,6 @@ def row_label(row: Row) -> str:
     if parameterization == "dense":
         return "dense"
     return f"{parameterization} rp{period}" if period else f"{parameterization} free"
-
-
-def format_lr(lr: float) -> str:
-    """Shortest scientific form of a learning rate: 3e-04, 1.5e-03."""
-    mantissa, exponent = f"{lr:.6e}".split("e")
-    mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{exponent}"
 
 
 def _row_order(row: Row) -> tuple[int, int]:
