@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from overparam.errors import DataError
+from overparam.errors import ConfigError, DataError
 from overparam.llm.data import TokenBatches
 
 CONTEXT_LENGTH = 8
@@ -167,7 +167,7 @@ def test_micro_batch_rejects_invalid(arguments):
     values = {"micro_index": 0, "micro_batch_size": 2, "grad_accum_steps": 1}
     values.update(arguments)
 
-    with pytest.raises(ValueError, match=next(iter(arguments))):
+    with pytest.raises(ConfigError, match=next(iter(arguments))):
         batches.micro_batch(step=0, **values)
 
 

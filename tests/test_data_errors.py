@@ -179,7 +179,7 @@ def test_jsonl_not_an_object(tmp_path):
 def test_jsonl_non_string_field(tmp_path):
     path = write_jsonl(tmp_path / "corpus.jsonl", [{"text": 12}])
 
-    with pytest.raises(DataError, match=r"line 1: field 'text' is a int, expected a string"):
+    with pytest.raises(DataError, match=r"line 1: field 'text' has type int, expected str"):
         prepare(path, tmp_path)
 
 

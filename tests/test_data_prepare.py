@@ -44,7 +44,7 @@ def config_for(source: Path, cache_dir: Path, **options) -> DataConfig:
 
 
 def decode_documents(tokenizer: Tokenizer, tokens: np.ndarray, eos_token_id: int) -> list[str]:
-    """Cut a token stream at EOS and decode each piece; the stream must end with EOS."""
+    """Cut a token stream at EOS and decode each piece. The stream must end with EOS."""
     assert tokens[-1] == eos_token_id
     ends = np.flatnonzero(tokens == eos_token_id)
     starts = np.concatenate([[0], ends[:-1] + 1])

@@ -182,6 +182,32 @@ def test_saved_dataset_dict_split(tmp_path):
     assert load(tmp_path / "saved", text_field="story", split="test") == test
 
 
+def test_hub_dataset_streams_when_capped(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    documents = make_documents(50)
+    calls = []
+
+    def fake_load_dataset(name, config_name, split, streaming):
+        calls.append((name, config_name, split, streaming))
+        dataset = datasets.Dataset.from_dict({"text": documents})
+        return dataset.to_iterable_dataset() if streaming else dataset
+
+    # Offline mode skips the reachability request, and the fake replaces the download.
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    max_chars = sum(map(len, documents[:3]))
+
+    streamed = load("hf:owner/corpus:small", split="validation", max_chars=max_chars)
+    downloaded = load("owner/corpus")
+
+    assert calls == [
+        ("owner/corpus", "small", "validation", True),
+        ("owner/corpus", None, "train", False),
+    ]
+    assert streamed == documents[:3]
+    assert downloaded == documents
+
+
 def test_max_chars_cuts_last_document(tmp_path):
     documents = make_documents(10)
     path = tmp_path / "corpus.jsonl"

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from overparam.errors import DataError
+from overparam.errors import ConfigError, DataError
 
 # Per-epoch permutations kept in memory; two cover a global batch that crosses an epoch end.
 _CACHED_EPOCHS = 2
@@ -30,11 +30,11 @@ class TokenBatches:
 
     def __init__(self, tokens: np.ndarray, context_length: int, seed: int) -> None:
         if tokens.ndim != 1:
-            raise ValueError(f"tokens must be a 1-D array, got shape {tokens.shape}")
+            raise ConfigError(f"tokens must be a 1-D array, got shape {tokens.shape}")
         if context_length < 1:
-            raise ValueError(f"context_length={context_length} is invalid: expected >= 1")
+            raise ConfigError(f"context_length={context_length} is invalid: expected >= 1")
         if seed < 0:
-            raise ValueError(f"seed={seed} is invalid: expected an integer >= 0")
+            raise ConfigError(f"seed={seed} is invalid: expected an integer >= 0")
         self.tokens = tokens
         self.context_length = context_length
         self.seed = seed
@@ -61,9 +61,9 @@ class TokenBatches:
     def sample_indices(self, step: int, global_batch_size: int) -> np.ndarray:
         """Return the sequence indices of optimizer step `step`'s global batch, shape (B,)."""
         if step < 0:
-            raise ValueError(f"step={step} is invalid: expected >= 0")
+            raise ConfigError(f"step={step} is invalid: expected >= 0")
         if global_batch_size < 1:
-            raise ValueError(f"global_batch_size={global_batch_size} is invalid: expected >= 1")
+            raise ConfigError(f"global_batch_size={global_batch_size} is invalid: expected >= 1")
 
         positions = step * global_batch_size + np.arange(global_batch_size, dtype=np.int64)
         epochs = positions // self.num_sequences
@@ -106,14 +106,14 @@ class TokenBatches:
         same sequences in a step.
         """
         if micro_batch_size < 1 or grad_accum_steps < 1 or world_size < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"micro_batch_size={micro_batch_size}, grad_accum_steps={grad_accum_steps} and "
                 f"world_size={world_size} must all be >= 1"
             )
         if not 0 <= micro_index < grad_accum_steps:
-            raise ValueError(f"micro_index={micro_index} must be in [0, {grad_accum_steps})")
+            raise ConfigError(f"micro_index={micro_index} must be in [0, {grad_accum_steps})")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank={rank} must be in [0, {world_size})")
+            raise ConfigError(f"rank={rank} must be in [0, {world_size})")
 
         rank_batch_size = micro_batch_size * grad_accum_steps
         global_indices = self.sample_indices(step, rank_batch_size * world_size)
@@ -130,7 +130,7 @@ class TokenBatches:
         of its documents rather than only its first ones. The last batch may be smaller.
         """
         if num_tokens < 1 or batch_size < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"num_tokens={num_tokens} and batch_size={batch_size} must both be >= 1"
             )
         num_eval_sequences = min(self.num_sequences, -(-num_tokens // self.context_length))

@@ -1,7 +1,7 @@
 """The on-disk token cache: one directory per (corpus, tokenizer, split rule) with two token files.
 
-Layout of `<cache_dir>/tokens/<key>/`: `train.bin` and `val.bin` hold the raw token ids
-(uint16 or uint32, native byte order, no header) and `meta.json` holds their dtype and token
+Layout of `<cache_dir>/tokens/<key>/`: `train.bin` and `val.bin` contain the raw token ids
+(uint16 or uint32, native byte order, no header) and `meta.json` stores their dtype and token
 counts. Every file is written to a temporary name and renamed into place, and `meta.json` is
 written last, so a process killed mid-write leaves no `meta.json` or an old complete entry. An
 entry is reused only when `meta.json` parses, its key and format match, and each token file has
@@ -84,7 +84,7 @@ def write_bytes_atomically(path: Path, data: bytes) -> None:
 def write_atomically(path: Path, write: Any) -> None:
     """Call `write(handle)` on a temporary file next to `path`, then rename it to `path`.
 
-    The data is flushed to disk before the rename, so after a crash `path` holds either the
+    The data is flushed to disk before the rename, so after a crash `path` contains either the
     old content or the complete new content.
     """
     path.parent.mkdir(parents=True, exist_ok=True)

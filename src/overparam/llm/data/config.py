@@ -10,7 +10,7 @@ from overparam.errors import ConfigError
 
 # Byte-level BPE needs the 256 byte symbols plus the `<|endoftext|>` special token.
 MIN_BPE_VOCAB_SIZE = 257
-# Token ids are stored as uint32 at most, see `token_dtype`.
+# Token ids are stored as uint16 or uint32 (see `token_dtype`).
 MAX_VOCAB_SIZE = 2**32 - 1
 DEFAULT_CACHE_DIR = "~/.cache/overparam"
 CACHE_DIR_ENV = "OVERPARAM_CACHE"
@@ -20,8 +20,8 @@ CACHE_DIR_ENV = "OVERPARAM_CACHE"
 class DataConfig:
     """Where the training text comes from and how it becomes token ids.
 
-    Documents are split into train and val by a hash of their text (see `split.py`), and the
-    BPE, when trained, sees only the train split.
+    Documents are split into train and val by a hash of their text (see `split.py`), and a
+    trained BPE learns from the train split only.
     """
 
     source: str = field(

@@ -17,15 +17,15 @@ from pathlib import Path
 from overparam.errors import DataError, suggest
 
 SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".parquet")
-# Target document size of .txt files; a single longer paragraph stays one document.
+# Maximum document size of .txt files, in characters. A longer paragraph stays one document.
 TXT_DOCUMENT_CHARS = 2000
-# A line break followed by one or more lines that hold only spaces or tabs.
+# A line break followed by one or more lines that contain only spaces or tabs.
 _BLANK_LINES = re.compile(r"\n(?:[ \t]*\n)+")
 _PARQUET_BATCH_ROWS = 1024
 
 
 def read_utf8(path: Path) -> str:
-    """Read a whole file as UTF-8, raising DataError with the offset of the first bad byte."""
+    """Read a whole file as UTF-8, or raise DataError with the offset of the first invalid byte."""
     data = path.read_bytes()
     try:
         return data.decode("utf-8")
@@ -94,14 +94,14 @@ def iter_jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
             raise DataError(
                 f"{path}, line {line_number}: the row has no field '{text_field}' "
                 f"(fields: {', '.join(map(str, keys)) or 'none, not a JSON object'}); "
-                f"set data.text_field to the field that holds the text."
+                f"set data.text_field to the field that contains the text."
                 + suggest(text_field, map(str, keys))
             )
         value = row[text_field]
         if not isinstance(value, str):
             raise DataError(
-                f"{path}, line {line_number}: field '{text_field}' is a "
-                f"{type(value).__name__}, expected a string"
+                f"{path}, line {line_number}: field '{text_field}' has type "
+                f"{type(value).__name__}, expected str"
             )
         yield value
 
@@ -120,7 +120,7 @@ def iter_parquet_documents(path: Path, text_field: str) -> Iterator[str]:
     if text_field not in names:
         raise DataError(
             f"{path} has no column '{text_field}' (columns: {', '.join(names)}); set "
-            f"data.text_field to the column that holds the text." + suggest(text_field, names)
+            f"data.text_field to the column that contains the text." + suggest(text_field, names)
         )
     column_type = parquet_file.schema_arrow.field(text_field).type
     if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):

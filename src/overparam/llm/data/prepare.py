@@ -29,8 +29,8 @@ from overparam.llm.data.tokenizer import CorpusTokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
-# Documents per `encode_batch` call: large enough for the tokenizer's thread pool, small enough
-# that one batch of token lists stays a few MB.
+# Documents per `encode_batch` call, which runs on the tokenizer's thread pool. The batch size
+# also bounds the memory of the Python token lists built from one call.
 _ENCODE_BATCH_DOCUMENTS = 256
 # Errors of a cache directory that is read-only, not permitted, or blocked by a regular file.
 _UNWRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST)
@@ -41,16 +41,16 @@ class PreparedData:
     """Token ids of the train and val splits, and what is needed to reproduce them."""
 
     train_tokens: np.ndarray
-    """1-D read-only memmap of train token ids; every document is followed by `eos_token_id`."""
+    """1-D read-only memmap of train token ids, with `eos_token_id` after every document."""
     val_tokens: np.ndarray
     """1-D read-only memmap of val token ids, laid out as `train_tokens`."""
     vocab_size: int
-    """Tokenizer vocabulary size; the model's embedding must have at least this many rows."""
+    """Tokenizer vocabulary size. The model's embedding must have at least this many rows."""
     eos_token_id: int
     """Token that ends every document."""
     tokenizer_path: str
-    """A tokenizer.json file or tokenizer directory; passing it as `DataConfig.tokenizer`
-    loads the same tokenizer again."""
+    """A tokenizer.json file or tokenizer directory. Passing it as `DataConfig.tokenizer` loads
+    the same tokenizer again."""
     fingerprint: dict[str, Any]
     """Corpus, tokenizer and split identity plus token counts, JSON-ready, for run records."""
     cache_hit: bool
@@ -71,7 +71,7 @@ def prepare_data(config: DataConfig, context_length: int) -> PreparedData:
         raise ConfigError(f"context_length={context_length!r} is invalid: expected an integer >= 1")
     cache_dir = config.resolved_cache_dir()
 
-    # Documents and split; the fingerprints key both caches.
+    # Documents and split. Their fingerprints are the keys of both caches.
     documents = load_documents(config)
     corpus_sha256 = documents_sha256(documents)
     train_documents, val_documents = split_documents(documents, config.val_fraction)
@@ -105,7 +105,7 @@ def prepare_data(config: DataConfig, context_length: int) -> PreparedData:
             _raise_if_unwritable(cache_dir, error)
             raise
 
-    # Both splits must hold at least one training sequence.
+    # Both splits must contain at least one training sequence.
     sequence_tokens = context_length + 1
     for split, split_documents_ in (("train", train_documents), ("val", val_documents)):
         num_tokens = meta[f"{split}_tokens"]

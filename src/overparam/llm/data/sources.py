@@ -42,7 +42,7 @@ class Source:
 
 
 def resolve_source(source: str) -> Source:
-    """Decide what kind of corpus `source` names; raise DataError for a path that does not exist.
+    """Return the kind of corpus that `source` names, or raise DataError for a missing path.
 
     Order: the built-in names, `hf:` names, existing paths, glob patterns, then bare `owner/name`
     Hub ids. A missing path that ends in a supported suffix or starts with '.', '/' or '~' is
@@ -82,7 +82,7 @@ def load_documents(config: DataConfig) -> list[str]:
     """Load the non-blank documents of `config.source` in order, capped at `config.max_chars`.
 
     The cap keeps whole documents while they fit and cuts the first one that does not, so the
-    corpus has exactly `max_chars` characters when the source has more.
+    corpus has at most `max_chars` characters, and reading stops there.
     """
     source = resolve_source(config.source)
     documents: list[str] = []

@@ -13,7 +13,7 @@ def split_documents(documents: Sequence[str], val_fraction: float) -> tuple[list
     """Split documents into (train, val); both keep the corpus order.
 
     Documents are visited in the order of the SHA-256 of their text, and each one joins val if
-    val then still holds at most `val_fraction` of the corpus characters. When no document is
+    val then still contains at most `val_fraction` of the corpus characters. When no document is
     that small, val gets the shortest one. Train always keeps at least one document.
 
     Sizing by characters, and skipping documents that would overshoot, keeps the val split
