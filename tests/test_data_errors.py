@@ -373,6 +373,7 @@ def run_hub_cases(tmp_path: Path, cases: list[tuple[str, str]], **environment) -
 
 
 def test_hub_offline(tmp_path):
+    pytest.importorskip("datasets")
     corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": t} for t in DOCUMENTS])
     cases = [("hf:roneneldan/TinyStories", "bpe"), (str(corpus), "owner/some-tokenizer")]
 
@@ -387,6 +388,7 @@ def test_hub_offline(tmp_path):
 
 
 def test_hub_unreachable_endpoint(tmp_path):
+    pytest.importorskip("datasets")
     corpus = write_jsonl(tmp_path / "corpus.jsonl", [{"text": t} for t in DOCUMENTS])
     cases = [("roneneldan/TinyStories", "bpe"), (str(corpus), "owner/some-tokenizer")]
 
