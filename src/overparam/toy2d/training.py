@@ -121,35 +121,30 @@ def train_model(spec: ModelSpec, problem: Problem, lr: float, steps: int) -> Tra
     for step in range(steps + 1):
         loss, predictions, updated = gradient_step(spec, parameters, problem, lr)
         diverged |= ~torch.isfinite(loss)
-        loss_history[step] = loss.masked_fill(diverged, torch.inf)
-        prediction_history[step] = predictions.masked_fill(diverged[:, None, None], torch.nan)
+        if diverged.any():
+            loss = loss.masked_fill(diverged, torch.inf)
+            predictions = predictions.masked_fill(diverged[:, None, None], torch.nan)
+        loss_history[step] = loss
+        prediction_history[step] = predictions
         if step == steps:
             break  # the last pass only measures the trained parameters
 
-        # Keep the last finite parameters of a diverging run. A re-projected model also
-        # needs a finite product, because an overflowing U S Vᵀ would reach the SVD.
+        # Keep the last finite parameters of a diverging run, so that the SVD of the
+        # re-projection never gets NaN. Every entry of U, S and V enters U S Vᵀ, so a finite
+        # product means finite factors: NaN spreads, and inf times 0 gives NaN.
         with torch.no_grad():
-            healthy = _is_finite_per_run(updated)
-            if spec.reproject:
-                healthy &= _is_finite_per_run([effective_weight(spec, updated)])
-            diverged |= ~healthy
-            updated = [
-                torch.where(_broadcast_runs(diverged, new), old, new)
-                for old, new in zip(parameters, updated, strict=True)
-            ]
+            weight = effective_weight(spec, updated)
+            diverged |= ~torch.isfinite(weight).flatten(start_dim=1).all(dim=1)
+            if diverged.any():
+                updated = [
+                    torch.where(_broadcast_runs(diverged, new), old, new)
+                    for old, new in zip(parameters, updated, strict=True)
+                ]
             if spec.reproject:
                 updated = list(reproject_factors(Factors(*updated), spec.parameterization))
         parameters = updated
 
     return TrainingTrace(loss_history, prediction_history, diverged)
-
-
-def _is_finite_per_run(tensors: list[Tensor]) -> Tensor:
-    """(runs,) bool: every entry of every tensor of that run is finite."""
-    finite = torch.ones(tensors[0].shape[0], dtype=torch.bool)
-    for tensor in tensors:
-        finite &= torch.isfinite(tensor).flatten(start_dim=1).all(dim=1)
-    return finite
 
 
 def _broadcast_runs(mask: Tensor, like: Tensor) -> Tensor:
