@@ -73,12 +73,19 @@ def _convert(value: Any, annotation: Any) -> Any:
     args = typing.get_args(annotation)
 
     if origin in (typing.Union, types.UnionType):
-        # Try None first, then the other members in order (a str member last, since every
-        # string would fit it).
+        # Try None first, then scalar types, then str (every string fits it). A list type
+        # comes before str only for a comma-separated string or an actual list.
         members = [a for a in args if a is not type(None)]
         if type(None) in args and (value is None or _is_none_string(value)):
             return None
-        members.sort(key=lambda a: a is str)
+        is_list_like = isinstance(value, (list, tuple)) or (isinstance(value, str) and "," in value)
+
+        def order(member: Any) -> int:
+            if typing.get_origin(member) in (list, tuple):
+                return 1 if is_list_like else 3
+            return 2 if member is str else 0
+
+        members.sort(key=order)
         errors = []
         for member in members:
             try:
