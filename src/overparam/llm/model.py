@@ -87,7 +87,7 @@ def check_targets(config: RunConfig, hf_config: PreTrainedConfig) -> list[str]:
     the 1B preset.
     """
     with torch.device("meta"):
-        skeleton = _instantiate(config, hf_config)
+        skeleton = instantiate_model(config, hf_config)
     try:
         return overparam.resolve_targets(skeleton, config.decomposition.targets)
     except TargetNotFoundError as error:
@@ -96,7 +96,8 @@ def check_targets(config: RunConfig, hf_config: PreTrainedConfig) -> list[str]:
         ) from None
 
 
-def _instantiate(config: RunConfig, hf_config: PreTrainedConfig) -> nn.Module:
+def instantiate_model(config: RunConfig, hf_config: PreTrainedConfig) -> nn.Module:
+    """Create the run's architecture with freshly initialized weights (no checkpoint read)."""
     if config.model.init_from is None:
         return LlamaForCausalLM(hf_config)
     return AutoModelForCausalLM.from_config(
@@ -188,3 +189,10 @@ def _logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         logits = model(input_ids=input_ids, use_cache=False).logits.float()  # (1, T, V)
     model.train(was_training)
     return logits
+
+
+def export_pretrained(run_dir, dest_dir):  # noqa: ANN001, ANN201 - see overparam.llm.export
+    """Export a run as a Hugging Face checkpoint; see overparam.llm.export.export_pretrained."""
+    from overparam.llm.export import export_pretrained as export  # export imports this module
+
+    return export(run_dir, dest_dir)
