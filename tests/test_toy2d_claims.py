@@ -111,7 +111,7 @@ def test_speed_ordering_fails_free_iiw_before_svd_reprojected():
     check = _check(_holding_result(IvecIW={"speed_steps": 62.0}), "speed_ordering")
     assert not check.holds
     assert check.verdict == "does not hold"
-    assert "vector S" in check.evidence
+    assert "Vector S" in check.evidence
     assert "not in the claimed order" in check.evidence
 
 

@@ -43,8 +43,8 @@ VECTOR_MATRIX_PAIRS = (
 )
 # Claimed order from fastest to slowest, per kind of S.
 CLAIMED_ORDER = {
-    "vector S": ("IvecIW+reproject", "SvecVD+reproject", "IvecIW", "SvecVD"),
-    "matrix S": ("ImatIW+reproject", "SmatVD+reproject", "ImatIW", "SmatVD"),
+    "Vector S": ("IvecIW+reproject", "SvecVD+reproject", "IvecIW", "SvecVD"),
+    "Matrix S": ("ImatIW+reproject", "SmatVD+reproject", "ImatIW", "SmatVD"),
 }
 STRAIGHT_MODELS = ("dense", "ImatIW+reproject")
 
@@ -96,12 +96,13 @@ def check_speed_ordering(summaries: Mapping[str, ModelSummary]) -> ClaimCheck:
         )
         holds &= in_order
         measured = ", ".join(f"{_label(k)} {summaries[k].speed_steps:.1f}" for k in order)
-        parts.append(f"{s_kind}: {measured} ({'in' if in_order else 'not in'} the claimed order)")
+        verdict = "in the claimed order" if in_order else "not in the claimed order"
+        parts.append(f"{s_kind}: {measured} ({verdict})")
     return ClaimCheck(
         claim_id="speed_ordering",
         statement="By speed: IIW re-projected > SVD re-projected > IIW free > SVD free.",
         measure=f"{SPEED_DEFINITION} The order must hold for vector S and for matrix S.",
-        evidence="Mean steps to 1e-12: " + "; ".join(parts) + ".",
+        evidence="Speed in mean steps to 1e-12. " + ". ".join(parts) + ".",
         holds=holds,
     )
 
@@ -119,7 +120,7 @@ def check_matrix_s_faster(summaries: Mapping[str, ModelSummary]) -> ClaimCheck:
         outcome = "faster" if faster else "not faster"
         parts.append(
             f"{_label(matrix_key)} {matrix.speed_steps:.1f} vs {_label(vector_key)} "
-            f"{vector.speed_steps:.1f} ({outcome}, ratio {ratio:.2f})"
+            f"{vector.speed_steps:.1f}: {outcome}, ratio {ratio:.2f}"
         )
     return ClaimCheck(
         claim_id="matrix_s_slightly_faster",
@@ -129,7 +130,7 @@ def check_matrix_s_faster(summaries: Mapping[str, ModelSummary]) -> ClaimCheck:
             "matrix-S model must be faster, and the vector-S model must need less than "
             f"{SLIGHT_SPEEDUP_MAX:g} times its steps."
         ),
-        evidence="Mean steps to 1e-12: " + "; ".join(parts) + ".",
+        evidence="Speed in mean steps to 1e-12. " + ". ".join(parts) + ".",
         holds=holds,
     )
 
