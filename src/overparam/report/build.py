@@ -97,12 +97,33 @@ def config_differences(runs: list[RunRecord]) -> dict[str, list[str]]:
 
 
 def _fingerprint(config: dict[str, Any]) -> str:
-    found = {key: value for key, value in config.items() if "fingerprint" in key}
+    """Short form of the data fingerprint: corpus hash and token counts (config.json has all)."""
+    prefix = f"{RUN_INFO_KEY}.data_fingerprint"
+    found = {
+        key[len(prefix) + 1 :]: value for key, value in config.items() if key.startswith(prefix)
+    }
     if not found:
-        return "not recorded"
-    if len(found) == 1:
-        return str(next(iter(found.values())))
-    return json.dumps(found, sort_keys=True)
+        return "not recorded" if prefix not in config else str(config[prefix])
+    parts = []
+    if "corpus_sha256" in found:
+        parts.append(f"corpus sha256 {str(found['corpus_sha256'])[:16]}")
+    if "tokenizer_sha256" in found:
+        parts.append(f"tokenizer sha256 {str(found['tokenizer_sha256'])[:16]}")
+    for key in ("train_tokens", "val_tokens"):
+        if key in found:
+            parts.append(f"{found[key]} {key.replace('_', ' ')}")
+    return ", ".join(parts) or json.dumps(found, sort_keys=True)
+
+
+def _export_text(init_from: str) -> str:
+    """Which run a pretrained checkpoint was exported from, when `reproduce` recorded it."""
+    record = _read_json(Path(init_from) / "export.json")
+    if record is None:
+        return ""
+    return (
+        f", exported from the from-scratch run `{record.get('run_dir')}` (final held-out loss "
+        f"{record.get('final_eval_loss', float('nan')):.4f})"
+    )
 
 
 def _first_config(runs: list[RunRecord]) -> dict[str, Any]:
@@ -116,12 +137,13 @@ def _setup_items(name: str, runs: list[RunRecord], table: StudyTable) -> list[st
     preset, source = config.get("model.preset", "?"), config.get("data.source", "?")
     items = [
         f"{name}: model `{preset}`, corpus `{source}` "
-        f"(fingerprint `{fingerprint}`), {config.get('train.max_steps', '?')} steps, "
+        f"({fingerprint}), {config.get('train.max_steps', '?')} steps, "
         f"seeds {seeds}, learning rates {', '.join(format_lr(lr) for lr in table.lrs)}.",
     ]
     if config.get("model.init_from"):
+        init_from = str(config["model.init_from"])
         items.append(
-            f"{name}: starts from the pretrained checkpoint `{config['model.init_from']}`."
+            f"{name}: starts from the pretrained checkpoint `{init_from}`{_export_text(init_from)}."
         )
     for key, found in config_differences(runs).items():
         items.append(f"WARNING: {name} runs differ in `{key}`: {', '.join(found)}.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def to_markdown(document: Document, base_dir: Path) -> str:
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
         elif isinstance(block, Image):
-            relative = block.path.relative_to(base_dir).as_posix()
+            relative = Path(os.path.relpath(block.path, base_dir)).as_posix()
             lines += [f"![{block.caption}]({relative})", "", f"*{block.caption}*", ""]
     return "\n".join(lines)
 

@@ -160,7 +160,9 @@ def run_sweep(
             config_path=state.write_config(cell, configs[cell]),
             run_dir=state.run_dir(cell),
             log_path=state.log_path(cell),
-            resume=cell_state != PENDING,
+            # Always --resume: the harness then starts a new run from step 0, continues a
+            # killed one, or returns the summary of a run that another sweep finished since.
+            resume=True,
             nproc_per_run=launch.nproc_per_run,
             threads=threads,
         )

@@ -116,13 +116,13 @@ def _smoke() -> Scale:
     )
     return Scale(
         name="smoke",
-        description="plumbing check of every step, 1 seed, no statistics",
+        description="plumbing check of every step: 1 seed, so every claim is inconclusive",
         toy={"runs": 2, "steps": 200},
         scratch=_sweep(
             "scratch",
             {
-                "parameterizations": ["dense", "SvecVD", "IvecIW"],
-                "reproject_every_steps": [5, 0],
+                "parameterizations": ["dense", "SvecVD", "ImatIW"],
+                "reproject_every_steps": [5],
                 "lrs": [1e-3, 1e-1],
                 "seeds": [0],
             },
@@ -131,14 +131,14 @@ def _smoke() -> Scale:
         finetune=_sweep(
             "finetune",
             {
-                "parameterizations": ["dense", "SvecVD", "IvecIW"],
+                "parameterizations": ["dense", "SvecVD", "ImatIW"],
                 "reproject_every_steps": [0],
                 "lrs": [1e-3],
                 "seeds": [0],
             },
             finetune,
         ),
-        wall_time_estimate="about 1-2 minutes on 2 CPU cores",
+        wall_time_estimate="about 1 minute on 2 CPU cores",
     )
 
 
