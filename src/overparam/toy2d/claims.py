@@ -86,7 +86,7 @@ def check_claims(
 
 
 def check_speed_ordering(summaries: Mapping[str, ModelSummary]) -> ClaimCheck:
-    """IIW re-projected > SVD re-projected > IIW free > SVD free, for each kind of S."""
+    """Check IIW re-projected > SVD re-projected > IIW free > SVD free, for each kind of S."""
     parts = []
     holds = True
     for s_kind, order in CLAIMED_ORDER.items():
@@ -108,7 +108,7 @@ def check_speed_ordering(summaries: Mapping[str, ModelSummary]) -> ClaimCheck:
 
 
 def check_matrix_s_faster(summaries: Mapping[str, ModelSummary]) -> ClaimCheck:
-    """Each matrix-S model is faster than its vector-S version, by less than 2x."""
+    """Check that each matrix-S model beats its vector-S version by less than 2x."""
     parts = []
     holds = True
     for vector_key, matrix_key in VECTOR_MATRIX_PAIRS:
@@ -136,7 +136,7 @@ def check_matrix_s_faster(summaries: Mapping[str, ModelSummary]) -> ClaimCheck:
 
 
 def check_dense_far_behind(summaries: Mapping[str, ModelSummary]) -> ClaimCheck:
-    """Dense is the slowest model and needs at least 2x the steps of the next slowest."""
+    """Check that dense is the slowest and needs 2x the steps of the next slowest."""
     dense = summaries["dense"]
     others = [key for key in summaries if key != "dense"]
     slowest = max(others, key=lambda key: summaries[key].speed_key)
@@ -160,7 +160,7 @@ def check_dense_far_behind(summaries: Mapping[str, ModelSummary]) -> ClaimCheck:
 
 
 def check_trajectory_shapes(summaries: Mapping[str, ModelSummary]) -> ClaimCheck:
-    """Dense and ImatIW move straight, the others curve, SVD and free models the most."""
+    """Check that dense and ImatIW move straight and the others curve, SVD and free most."""
     curvature = {key: summary.curvature_mean for key, summary in summaries.items()}
 
     def is_straight(key: str) -> bool:
@@ -203,7 +203,7 @@ def check_trajectory_shapes(summaries: Mapping[str, ModelSummary]) -> ClaimCheck
 def check_float64_plateau(
     summaries: Mapping[str, ModelSummary], loss_floor: float, steps: int
 ) -> ClaimCheck:
-    """The loss flattens at the float64 rounding level and no model settles far below it."""
+    """Check that the loss flattens at the float64 rounding level and no model settles below."""
     window = max(1, round((steps + 1) * PLATEAU_WINDOW_FRACTION))
     band = FLOOR_FACTOR * loss_floor
 

@@ -80,9 +80,9 @@ def prepare_out_dir(out_dir: Path) -> Path:
 def train_all_models(config: Toy2dConfig) -> tuple[Problem, dict[str, ModelSummary]]:
     """Draw the problem of ``config`` and train and summarize the nine models on it.
 
-    Runs torch on one thread and restores the previous count afterwards: on tensors of a
-    few entries, handing work to other threads costs more than the arithmetic (on 2 busy
-    CPU cores the default run took 3.4 to 6 s with 2 threads and 2.6 s with 1).
+    Runs torch on one thread and restores the previous count afterwards. On tensors of a
+    few entries, handing work to other threads costs more than the arithmetic: on 2 busy
+    CPU cores the default run took 3.4 to 6 s with 2 threads and 2.6 s with 1.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
