@@ -21,13 +21,15 @@ from overparam.errors import (
     OverparamError,
 )
 
-# Subcommand name -> module that implements it.
+# Subcommand name -> (module that implements it, one-line summary for the top-level help).
+# Only the module of the command being run is imported: the LLM modules pull in transformers,
+# which costs seconds that `overparam toy2d` or `overparam --help` should not pay.
 SUBCOMMANDS = {
-    "toy2d": "overparam.toy2d.cli",
-    "train": "overparam.llm.cli",
-    "sweep": "overparam.sweep.cli",
-    "report": "overparam.report.cli",
-    "reproduce": "overparam.reproduce",
+    "toy2d": ("overparam.toy2d.cli", "the 2x2 experiment: figure, table and claim check"),
+    "train": ("overparam.llm.cli", "train one Llama-3 model, dense or decomposed"),
+    "sweep": ("overparam.sweep.cli", "run a resumable grid of training runs"),
+    "report": ("overparam.report.cli", "tables, figures and claim check from run directories"),
+    "reproduce": ("overparam.reproduce", "the whole study at one scale: toy, sweeps, report"),
 }
 
 EXIT_CODES_HELP = f"""exit codes:
@@ -49,7 +51,8 @@ class _ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser; only ``command``'s module is imported, the others get a stub."""
     parser = _ArgumentParser(
         prog="overparam",
         description="Decomposed linear layers (U·S·Vᵀ) and the experiments of the study.",
@@ -63,13 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", parser_class=_ArgumentParser
     )
     subparsers.required = True
-    for module_name in SUBCOMMANDS.values():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name is not None and module_name.startswith(error.name):
-                continue  # subcommand not built yet
-            raise
+    for name, (module_name, summary) in SUBCOMMANDS.items():
+        if name != command:
+            subparsers.add_parser(name, help=summary)
+            continue
+        module = importlib.import_module(module_name)
         sub = module.add_parser(subparsers)
         sub.epilog = EXIT_CODES_HELP if sub.epilog is None else f"{sub.epilog}\n\n{EXIT_CODES_HELP}"
         sub.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -82,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    parser = build_parser()
+    command = next((arg for arg in argv if arg in SUBCOMMANDS), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     debug = args.debug or "--debug" in argv
     try:
