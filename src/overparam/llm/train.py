@@ -106,6 +106,8 @@ def run_training(
     a result, not an error: status "diverged".
     """
     context = init_distributed(config.train.device)
+    if not context.is_main:
+        logging.getLogger("overparam").setLevel(logging.WARNING)  # one console per run
     try:
         return _run(config, Path(out_dir), resume, hooks or TrainingHooks(), context)
     finally:
