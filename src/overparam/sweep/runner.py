@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,7 +17,14 @@ from overparam.sweep.launch import LaunchSpec, available_cores, threads_per_proc
 from overparam.sweep.local import run_local
 from overparam.sweep.progress import SweepProgress
 from overparam.sweep.slurm import run_slurm
-from overparam.sweep.state import DONE, FAILED, PENDING, SweepState, check_writable
+from overparam.sweep.state import (
+    DONE,
+    FAILED,
+    PENDING,
+    SweepState,
+    check_writable,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +141,11 @@ def run_sweep(
         launch = replace(launch, executor=executor)
     config = replace(config, launch=launch)
     check_writable(out_dir)
+    if launch.executor == "slurm" and submitit_cluster is None and shutil.which("sbatch") is None:
+        raise ConfigError(
+            "executor 'slurm' needs a Slurm cluster (sbatch not found on PATH); run on a "
+            "cluster login node, or use --executor local"
+        )
     state = SweepState(out_dir)
 
     # Resolve and check every cell before starting any, so a bad value costs nothing.
@@ -141,6 +155,8 @@ def run_sweep(
     for cell in cells:
         state.check_config(cell, configs[cell])
     state.update_manifest(config.name, list(configs.items()))
+    # The sweep's own config, so `overparam sweep --config OUT/_sweep/sweep.json` reruns it.
+    write_atomic(state.state_dir / "sweep.json", json.dumps(config.to_dict(), indent=1) + "\n")
 
     result = SweepResult(out_dir)
     jobs = []
