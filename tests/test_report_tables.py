@@ -55,19 +55,25 @@ def report(tmp_path_factory):
     completed = {"status": "completed"}
     write_run(root, "d0", ("dense", 0, LR_LOW, 0), **completed, final_eval_loss=3.40)
     write_run(root, "d1", ("dense", 0, LR_LOW, 1), **completed, final_eval_loss=3.44)
+
     write_run(root, "d2", ("dense", 0, LR_HIGH, 0), "failed", reason="out of memory")
     write_run(root, "d3", ("dense", 0, LR_HIGH, 1), "failed", reason="out of memory")
+
     write_run(root, "s0", ("SvecVD", 0, LR_LOW, 0), **completed, final_eval_loss=3.30)
     write_run(root, "s1", ("SvecVD", 0, LR_LOW, 1), "diverged", diverged_step=50)
     write_run(root, "s2", ("SvecVD", 0, LR_HIGH, 0), "diverged", diverged_step=12)
     write_run(root, "s3", ("SvecVD", 0, LR_HIGH, 1), "diverged", diverged_step=20)
+
     write_run(root, "m0", ("ImatIW", 0, LR_LOW, 0), **completed, final_eval_loss=3.10)
     write_run(root, "m1", ("ImatIW", 0, LR_LOW, 1), **completed, final_eval_loss=3.20)
     write_run(root, "m2", ("ImatIW", 0, LR_HIGH, 0), **completed, final_eval_loss=3.90)
     write_run(root, "m3", ("ImatIW", 0, LR_HIGH, 1), None)  # killed: no summary
+
     write_run(root, "i0", ("IvecIW", 128, LR_LOW, 0), "failed", reason="disk full")
+
     # The directory name says dense; the report must go by config.json (SmatVD rp128).
     write_run(root, "dense-looking", ("SmatVD", 128, LR_LOW, 0), **completed, final_eval_loss=3.5)
+
     # A sweep manifest lists runs that were never started: they are "missing".
     cells = [
         {"path": "i1", "config": run_config("IvecIW", 128, LR_LOW, 1)},
@@ -78,9 +84,11 @@ def report(tmp_path_factory):
         cell["key"] = cell["path"]
     (root / "_sweep" / "outcomes").mkdir(parents=True)
     (root / "_sweep" / "manifest.json").write_text(json.dumps({"cells": cells}))
+
     # The sweep records a failure that the training process could not write (killed).
     failure = {"status": "failed", "reason": "killed by signal 9"}
     (root / "_sweep" / "outcomes" / "i2.json").write_text(json.dumps(failure))
+
     return build_report(root, tmp_path_factory.mktemp("report"))
 
 

@@ -165,8 +165,8 @@ def test_state_failure_record_and_retry(tmp_path):
     assert state.cell_state(cell) == FAILED
     state.move_failed_aside(cell)
     assert state.cell_state(cell) == PENDING
-    kept = list((tmp_path / "_sweep" / "failed").iterdir())
-    assert [p.name.split(".")[0] for p in kept] == [cell.key]
+    moved = list((tmp_path / "_sweep" / "failed").iterdir())
+    assert [p.name.split(".")[0] for p in moved] == [cell.key]
 
 
 def test_state_config_conflict(tmp_path):

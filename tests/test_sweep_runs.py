@@ -113,7 +113,8 @@ def test_sweep_killed_then_resumed(tmp_path):
     os.killpg(sweep.pid, signal.SIGKILL)
     sweep.wait()
     half_way = half_way_runs(out)
-    assert finished_runs(out) >= 1 and half_way, "the kill must land after one run, mid another"
+    assert finished_runs(out) >= 1, "the kill must land after one run finished"
+    assert half_way, "the kill must land while another run is half-way"
 
     rerun = subprocess.run(
         sweep_command(config, out, "--workers", "2"), capture_output=True, text=True

@@ -48,7 +48,7 @@ def run_toy(scale: Scale, out_dir: Path) -> None:
 
 
 def best_dense_run(sweep_dir: Path) -> tuple[Path, float]:
-    """The run to export: lowest loss seed of the dense setting with the lowest mean loss."""
+    """Return the run to export: the best seed of the dense setting with the lowest mean loss."""
     from overparam.report.cells import aggregate
     from overparam.report.runs import load_runs
 

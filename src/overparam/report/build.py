@@ -50,7 +50,7 @@ RUN_INFO_KEY = "run"  # section of config.json with what the run resolved (harne
 
 @dataclass
 class Report:
-    """What `build_report` wrote and computed."""
+    """Paths, tables and claim results of one report."""
 
     out_dir: Path
     markdown_path: Path
@@ -116,7 +116,7 @@ def _fingerprint(config: dict[str, Any]) -> str:
 
 
 def _export_text(init_from: str) -> str:
-    """Which run a pretrained checkpoint was exported from, when `reproduce` recorded it."""
+    """Describe the run a pretrained checkpoint was exported from, if `reproduce` recorded it."""
     record = _read_json(Path(init_from) / "export.json")
     if record is None:
         return ""

@@ -13,7 +13,7 @@ from overparam.report.runs import RunRecord, Setting
 class CellStats:
     """Outcome of all seeds of one setting.
 
-    `losses` holds the final held-out loss of each completed seed; `std` is the sample
+    `losses` contains the final held-out loss of each completed seed; `std` is the sample
     standard deviation (n - 1 in the denominator), None with fewer than two seeds.
     """
 

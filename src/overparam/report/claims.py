@@ -5,9 +5,9 @@ Every verdict comes from the tables by the rules below, never by hand:
 - A claim is tested by comparisons of matched settings (same learning rate and, where it
   applies, same re-projection period). Each comparison supports the claim, contradicts it,
   is within noise, or is left out (fewer than two finished seeds on a side).
-- Claims about losses vote: the claim holds when more than half of the decided comparisons
-  (supports, contradicts or within noise) support it, does not hold when more than half
-  contradict it, and is inconclusive otherwise or when no comparison has enough seeds.
+- Claims about losses vote over the decided comparisons (supports, contradicts or within
+  noise). The claim holds when more than half support it and does not hold when more than
+  half contradict it. Otherwise, or when no comparison has enough seeds, it is inconclusive.
 - Claims about divergence pool all runs of the compared groups and use one divergence gap.
 
 "Low" learning rates are the lower half of the from-scratch grid and "high" the upper half;
@@ -101,8 +101,9 @@ def _compare_cells(
 ) -> Comparison:
     """Compare the losses of two cells; `judge(gap, reference_loss)` returns the outcome.
 
-    With `divergence_decides`, a side whose seeds all diverged while the other side completed
-    them all is an outcome in itself (the diverged side is worse); otherwise it is left out.
+    With `divergence_decides`, a side whose seeds all diverged, while the other side completed
+    all of its seeds, decides the comparison because the diverged side is worse. Without it,
+    such a comparison is left out.
     """
     comparison = Comparison(label, format_cell(a), format_cell(b), LEFT_OUT)
     if a is None or b is None:
@@ -128,14 +129,14 @@ def _compare_cells(
 
 
 def _lower(gap: Gap, reference: float) -> str:
-    """A reaches a lower loss than B."""
+    """Judge the claim "A reaches a lower loss than B"."""
     if gap.significant_below:
         return SUPPORTS
     return CONTRADICTS if gap.significant_above else NOISE
 
 
 def _not_better(gap: Gap, reference: float) -> str:
-    """A is not lower than B by more than the margin."""
+    """Judge the claim "A is not lower than B by more than the margin"."""
     margin = EQUIVALENCE_MARGIN * abs(reference)
     if gap.difference - 2 * gap.standard_error > -margin:
         return SUPPORTS
@@ -143,7 +144,7 @@ def _not_better(gap: Gap, reference: float) -> str:
 
 
 def _equivalent(gap: Gap, reference: float) -> str:
-    """A and B are within the margin of each other."""
+    """Judge the claim "A and B are within the margin of each other"."""
     margin = EQUIVALENCE_MARGIN * abs(reference)
     if abs(gap.difference) + 2 * gap.standard_error < margin:
         return SUPPORTS

@@ -72,7 +72,7 @@ def _panels(n: int, rows: int = 1) -> tuple[Figure, Sequence[Any]]:
 
 
 def _legend(figure: Figure) -> None:
-    """One legend for the whole figure, each configuration once."""
+    """Add one legend to the whole figure, with each configuration once."""
     by_label: dict[str, Any] = {}
     for ax in figure.axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
@@ -87,38 +87,55 @@ def _runs_with_metrics(table: StudyTable) -> list[RunRecord]:
     return [run for cell in table.cells.values() for run in cell.runs if run.status != "missing"]
 
 
+def _plot_panel_curves(
+    ax: Any, table: StudyTable, lr: float, key: str, metrics_of: _MetricsCache
+) -> list[float]:
+    """Plot every run at one learning rate; return the first value of each line."""
+    firsts = []
+    labelled: set[Row] = set()
+    for row in table.rows:
+        cell = table.cell(row, lr)
+        for run in [] if cell is None else cell.runs:
+            steps, values = _series(metrics_of(run), key)
+            if not steps:
+                continue
+            if key == "loss/train":
+                values = _ema(values)
+            style = _style(row)
+            if row in labelled:
+                style.pop("label")
+            labelled.add(row)
+
+            ax.plot(steps, values, linewidth=1, **style)
+            firsts.append(values[0])
+            if run.status == "diverged":
+                ax.plot(steps[-1], values[-1], marker="x", color=style["color"])
+    return firsts
+
+
 def plot_loss_curves(table: StudyTable, metrics_of: _MetricsCache) -> tuple[Figure, str]:
-    """One panel per learning rate, one line per run, colored by configuration."""
+    """Plot the loss of each run, one panel per learning rate, colored by configuration.
+
+    Held-out loss when every run logged it at least 3 times, else the smoothed train loss
+    (diverged runs stop before their second evaluation).
+    """
     runs = _runs_with_metrics(table)
     use_eval = all(len(_series(metrics_of(run), "loss/eval")[0]) >= 3 for run in runs)
     key = "loss/eval" if use_eval else "loss/train"
+
     figure, axes = _panels(max(len(table.lrs), 1))
-    tops = []
+    firsts = []
     for column, lr in enumerate(table.lrs):
         ax = axes[0][column]
-        labelled: set[Row] = set()
-        for row in table.rows:
-            cell = table.cell(row, lr)
-            for run in [] if cell is None else cell.runs:
-                steps, values = _series(metrics_of(run), key)
-                if not steps:
-                    continue
-                values = values if use_eval else _ema(values)
-                style = _style(row)
-                if row in labelled:
-                    style.pop("label")
-                labelled.add(row)
-                ax.plot(steps, values, linewidth=1, **style)
-                tops.append(values[0])
-                if run.status == "diverged":
-                    ax.plot(steps[-1], values[-1], marker="x", color=style["color"])
+        firsts += _plot_panel_curves(ax, table, lr, key, metrics_of)
         ax.set_title(f"lr {format_lr(lr)}")
         ax.set_xlabel("step")
-    if tops:
+    if firsts:
         for ax in axes[0]:
-            ax.set_ylim(top=max(tops) * 1.05)  # keep exploding losses from flattening the rest
+            ax.set_ylim(top=max(firsts) * 1.05)  # keep exploding losses from flattening the rest
     axes[0][0].set_ylabel(key + ("" if use_eval else " (EMA)"))
     _legend(figure)
+
     caption = (
         f"Loss curves ({key}{'' if use_eval else ', exponential moving average 0.9'}), "
         "one panel per learning rate, one line per seed; x marks a diverged run's last step."
@@ -210,13 +227,13 @@ def plot_drift(table: StudyTable, metrics_of: _MetricsCache) -> tuple[Figure, st
 def save_figures(table: StudyTable, out_dir: Path, prefix: str) -> list[tuple[Path, str]]:
     """Write the table's figures as PNG files; return (path, caption) pairs."""
     metrics_of = _MetricsCache()
-    made = [
+    figures = [
         ("loss_curves", plot_loss_curves(table, metrics_of)),
         ("lr_sensitivity", plot_lr_sensitivity(table)),
         ("drift", plot_drift(table, metrics_of)),
     ]
     written = []
-    for name, result in made:
+    for name, result in figures:
         if result is None:
             continue
         figure, caption = result

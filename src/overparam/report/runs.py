@@ -20,8 +20,8 @@ from overparam.parameterizations import resolve_parameterization
 # Folders that hold no training runs: the sweep's own state and report outputs.
 SKIPPED_FOLDERS = frozenset({"_sweep", "report", "checkpoints", "pretrained"})
 
-# Outcome of a run as the report sees it. The first four come from summary.json; "incomplete"
-# is a run directory without a summary (still running or killed), "missing" a cell of a sweep
+# Outcome of a run in the report. The first four come from summary.json. "incomplete" is a run
+# directory without a summary (still running or killed), and "missing" is a cell of a sweep
 # manifest that has no run directory at all.
 FINISHED = ("completed", "diverged")
 STATUSES = ("completed", "diverged", "failed", "interrupted", "incomplete", "missing")
@@ -129,7 +129,7 @@ def load_run(run_dir: Path) -> RunRecord:
 
 
 def find_run_dirs(root: Path) -> Iterator[Path]:
-    """Yield every directory under root that holds a `config.json`, in sorted order."""
+    """Yield every directory under root that contains a `config.json`, in sorted order."""
     if (root / "config.json").is_file():
         yield root
         return

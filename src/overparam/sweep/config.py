@@ -106,7 +106,7 @@ def _valid_lr(value: Any) -> bool:
 
 @dataclass
 class LaunchConfig:
-    """How runs are started: local worker processes or a Slurm job array, one or N processes."""
+    """Launch settings: local worker processes or a Slurm job array, one or N processes per run."""
 
     executor: str = "local"
     workers: int = 0  # local runs at a time; 0 = one per CPU core
@@ -190,7 +190,7 @@ class SweepConfig:
             if not base_path.is_absolute() and base_dir is not None:
                 base_path = base_dir / base_path
             base = read_table(base_path)
-            base.pop("run", None)  # a run's config.json also holds what that run resolved
+            base.pop("run", None)  # a run's config.json also contains what that run resolved
         base = deep_merge(base, values.pop("base", {}))
 
         sections = {}

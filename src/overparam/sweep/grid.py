@@ -52,7 +52,7 @@ class Cell:
 
 
 def expand_grid(config: SweepConfig) -> list[Cell]:
-    """Every combination of the grid, dense once per learning rate and seed."""
+    """Return every combination of the grid, with dense once per learning rate and seed."""
     grid = config.grid
     cells = []
     for parameterization in grid.parameterizations:

@@ -46,7 +46,7 @@ class SweepResult:
 
 
 def resolve_cell_config(base: dict[str, Any], cell: Cell, threads: int) -> dict[str, Any]:
-    """The full RunConfig dict of one cell, validated by the harness's RunConfig."""
+    """Resolve the full RunConfig dict of one cell; the harness's RunConfig validates it."""
     from overparam.llm.config import RunConfig  # imports transformers: only when needed
 
     overrides = cell.overrides() | {"train.threads": threads}

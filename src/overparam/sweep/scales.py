@@ -2,9 +2,9 @@
 
 Each scale is the study at a size a machine can run: a toy experiment, a from-scratch sweep
 of Llama-3 with decomposed attention projections, and a fine-tuning sweep from pretrained
-weights. The learning-rate grids, step budgets and corpus sizes below are ours; the study's
-own settings are kept where a scale can afford them (AdamW with weight decay 0.01,
-micro-batch 1 x gradient accumulation 8, attention projections decomposed).
+weights. The learning-rate grids, step budgets and corpus sizes below are ours. Every scale
+keeps the study's AdamW with weight decay 0.01, micro-batch 1 x gradient accumulation 8,
+and decomposed attention projections.
 """
 
 from __future__ import annotations
@@ -186,6 +186,8 @@ def _cpu() -> Scale:
 
 
 def _gpu_1b() -> Scale:
+    # NOTE: never run: the project's machines have no GPU and no Slurm. The command lines are
+    # tested on CPU (torchrun argument list, submitit's local executor).
     base: dict[str, Any] = {
         "model": {"preset": "llama3.2-1b", "context_length": 1024},
         "decomposition": {"targets": "attention"},

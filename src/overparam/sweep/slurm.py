@@ -87,6 +87,8 @@ def run_slurm(
                 except Exception as error:  # noqa: BLE001 - any job failure is this run's failure
                     log.error("job %s of run %s failed: %s", job.job_id, cell.path, error)
                     exit_code = EXIT_FAILED
+                # NOTE: a job's duration is counted from submission, queueing included, so the
+                # progress estimate of the time left is pessimistic on a busy cluster.
                 on_end(cell, exit_code, time.monotonic() - started, False)
     except KeyboardInterrupt:
         log.warning("stopped waiting; %d jobs keep running under %s", len(waiting), folder)

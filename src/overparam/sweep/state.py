@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
+import fcntl  # POSIX only, as is the training run's own directory lock
 import json
 import os
 import time
