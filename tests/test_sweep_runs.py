@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from overparam.errors import EXIT_USAGE
+from overparam.report.runs import load_runs
 from overparam.sweep.config import SweepConfig
 from overparam.sweep.grid import expand_grid
 from overparam.sweep.runner import run_sweep
@@ -195,3 +196,29 @@ def test_sweep_full_disk(tmp_path):
     assert result.returncode == EXIT_USAGE, result.stderr
     assert "no space left on device" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_sweep_failed_run_kept(tmp_path):
+    config = SweepConfig.load(tiny_sweep(tmp_path, ["dense", "SvecVD"]))
+    out = tmp_path / "out"
+    good, bad = expand_grid(config)
+
+    # A run directory whose saved config is invalid cannot be resumed: that run fails.
+    (out / bad.path).mkdir(parents=True)
+    (out / bad.path / "config.json").write_text(json.dumps({"optim": {"lr": -1.0}}))
+    result = run_sweep(config, out, workers=2)
+    assert result.outcomes == {good.path: "completed", bad.path: "failed"}
+    statuses = {run.path.relative_to(out).as_posix(): run.status for run in load_runs(out)}
+    assert statuses == {good.path: "completed", bad.path: "failed"}
+
+    # Failed runs stay failed: a rerun starts no process for them.
+    log_path = out / "_sweep" / "logs" / f"{bad.key}.log"
+    attempts = log_path.read_text().count("\n=== ")
+    assert run_sweep(config, out).outcomes == result.outcomes
+    assert log_path.read_text().count("\n=== ") == attempts
+
+    # --retry-failed moves the failed run aside and runs it again.
+    retried = run_sweep(config, out, retry_failed=True)
+    assert retried.outcomes == {good.path: "completed", bad.path: "completed"}
+    assert len(list((out / "_sweep" / "failed").iterdir())) == 1

@@ -313,7 +313,8 @@ def build_report(
     """Read every run under runs_dir and write the report into out_dir (default runs_dir/report)."""
     runs_dir = Path(runs_dir).resolve()
     out_dir = Path(out_dir).resolve() if out_dir is not None else runs_dir / "report"
-    runs = load_runs(runs_dir)
+    problems: list[str] = []
+    runs = load_runs(runs_dir, problems)
     if not runs:
         raise DataError(f"no run directories (with a config.json) found under {runs_dir}")
     _make_out_dir(out_dir)
@@ -347,6 +348,10 @@ def build_report(
         _table_section(document, key, table, groups[key][1], out_dir)
     _claims_section(document, claims, tables.get("table1_scratch"))
     _unfinished_section(document, runs, runs_dir)
+    if problems:
+        document.add(
+            doc.Heading("Run directories that could not be read"), doc.BulletList(problems)
+        )
     if toy_dir is not None and toy_dir.is_dir():
         _toy_section(document, toy_dir)
 

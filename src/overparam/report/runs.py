@@ -8,6 +8,7 @@ directory name, so renamed or hand-made run directories are still placed correct
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ from typing import Any
 from overparam.errors import DataError
 from overparam.parameterizations import resolve_parameterization
 
-# Folders that hold no training runs: the sweep's own state and report outputs.
+log = logging.getLogger(__name__)
+
+# Folders that contain no training runs: the sweep's own state and report outputs.
 SKIPPED_FOLDERS = frozenset({"_sweep", "report", "checkpoints", "pretrained"})
 
 # Outcome of a run in the report. The first four come from summary.json. "incomplete" is a run
@@ -166,12 +169,23 @@ def find_expected_runs(root: Path) -> list[ExpectedRun]:
     return expected
 
 
-def load_runs(root: Path) -> list[RunRecord]:
-    """Load every run under root, plus a 'missing' record for each manifest cell without one."""
+def load_runs(root: Path, problems: list[str] | None = None) -> list[RunRecord]:
+    """Load every run under root, plus a 'missing' record for each manifest cell without one.
+
+    A run directory whose config.json cannot be read is left out, with a message appended to
+    `problems` (and logged); a sweep manifest still places it, from the sweep's records.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"runs directory not found: {root}")
-    records = [load_run(run_dir) for run_dir in find_run_dirs(root)]
+    records = []
+    for run_dir in find_run_dirs(root):
+        try:
+            records.append(load_run(run_dir))
+        except DataError as error:
+            log.warning("skipping run directory %s: %s", run_dir, error)
+            if problems is not None:
+                problems.append(str(error))
 
     present = {record.path.resolve(): record for record in records}
     for run in find_expected_runs(root):

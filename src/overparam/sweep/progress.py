@@ -65,7 +65,7 @@ class SweepProgress:
         eta = self.eta_seconds()
         eta_text = "unknown" if eta is None else _format_duration(eta)
         return (
-            f"{self.finished}/{self.total} runs done ({counts or 'none yet'}), {self.running} "
+            f"{self.finished}/{self.total} runs ended ({counts or 'none yet'}), {self.running} "
             f"running, {pending} pending, {self.skipped} finished earlier; time left ~{eta_text}"
         )
 
