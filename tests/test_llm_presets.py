@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
+import overparam
 from overparam.errors import ConfigError
 from overparam.llm.presets import PRESETS, get_preset
 
@@ -27,6 +28,15 @@ def test_preset_parameter_count(name):
         if module_name.rsplit(".", 1)[-1] in ("q_proj", "k_proj", "v_proj", "o_proj")
     )
     assert preset.num_attention_parameters() == attention
+
+
+@pytest.mark.parametrize("parameterization", ["SvecVD", "SmatVD", "IvecIW", "ImatIW"])
+def test_decomposed_parameter_count(parameterization):
+    preset = PRESETS["llama3-tiny"]
+    model = LlamaForCausalLM(preset.llama_config(vocab_size=256))
+    overparam.decompose(model, parameterization, "attention")
+    expected = sum(p.numel() for p in model.parameters())
+    assert preset.num_parameters(256, parameterization) == expected
 
 
 def test_llama32_1b_matches_published():

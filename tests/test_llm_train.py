@@ -401,3 +401,41 @@ def test_token_batches_follow_seed(cache):
     other = TokenBatches(prepared.train_tokens, 32, seed=1).micro_batch(0, 0, 2, 2)
     assert torch.equal(first[0], again[0])
     assert not torch.equal(first[0], other[0])
+
+
+# --- export and fine-tuning ------------------------------------------------------------------
+
+
+def test_export_then_finetune(cache, straight_runs, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from overparam.llm import export_pretrained
+
+    source = straight_runs["SvecVD-keep"]
+    dest = export_pretrained(source, tmp_path / "export")
+    exported = AutoModelForCausalLM.from_pretrained(dest)
+    tokenizer = AutoTokenizer.from_pretrained(dest)
+    assert len(tokenizer) == 512
+    # The export holds plain nn.Linear layers with the run's effective weights.
+    assert not overparam.decomposed_layers(exported)
+    state = load_checkpoint(list_checkpoints(source)[0]).model_state
+    U, S, V = (state[f"model.layers.0.self_attn.v_proj.{name}"] for name in "USV")
+    weight = exported.model.layers[0].self_attn.v_proj.weight.detach()
+    assert torch.allclose(weight, U @ torch.diag(S) @ V.T, atol=1e-6)
+
+    # Fine-tuning from the export, with its tokenizer, starts where the source run ended:
+    # same token ids, same validation split, same function up to the re-decomposition.
+    config = _resume_config(cache, "SvecVD-keep").with_overrides(
+        {
+            "model.init_from": str(dest),
+            "data.tokenizer": str(dest),
+            "decomposition.parameterization": "SmatVD",
+            "train.max_steps": 2,
+        }
+    )
+    summary = run_training(config, tmp_path / "finetune")
+    assert summary["status"] == "completed"
+    assert summary["logit_relative_error"] < 1e-4
+    assert summary["initial_eval_loss"] == pytest.approx(
+        read_summary(source)["final_eval_loss"], abs=1e-4
+    )

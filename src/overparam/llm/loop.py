@@ -210,7 +210,7 @@ class TrainingLoop:
         ):
             self._evaluate(step)
 
-        stopping = stop_flag > 0
+        stopping = stop_flag > 0 and not last  # a stop during the last step changes nothing
         every = train.checkpoint_every_steps
         if last or stopping or (every and step % every == 0):
             self.save(step)
