@@ -134,7 +134,7 @@ def test_code_running_pickle_rejected(tmp_path):
     state_path = path / STATE_FILE
     payload = {"step": 1, "progress": _RunsCode(str(marker))}
     state_path.write_bytes(pickle.dumps(payload, protocol=2))
-    # Update the manifest as an attacker would, so only the loader itself stands in the way.
+    # Update the manifest as an attacker would, so that only the loader can reject the file.
     manifest = json.loads((path / MANIFEST_FILE).read_text())
     manifest["files"][STATE_FILE] = {
         "bytes": state_path.stat().st_size,

@@ -70,8 +70,8 @@ def test_eval_loss_falls(cache, tmp_path, parameterization):
     summary = run_training(config, tmp_path / "run")
     assert summary["status"] == "completed"
     assert summary["steps"] == 120
-    # From scratch the initial loss is about ln(vocabulary size); a working run learns at
-    # least the token frequencies, which takes it more than a nat lower.
+    # From scratch the initial loss is about ln(vocabulary size). A working run learns at
+    # least the token frequencies, which takes the loss more than a nat lower.
     assert summary["initial_eval_loss"] == pytest.approx(math.log(512), abs=0.1)
     assert summary["final_eval_loss"] < summary["initial_eval_loss"] - 1.0
     assert summary["best_eval_loss"] == summary["final_eval_loss"]
@@ -316,8 +316,8 @@ def test_huge_lr_diverges(cache, tmp_path, caplog):
         assert load_checkpoint(path).step < summary["diverged_step"]
 
 
-# A NaN in q_proj can vanish from the loss (CPU SDPA may turn a NaN query into a zero
-# output) and then shows up in the gradient norm; o_proj reaches the loss directly.
+# A NaN in q_proj can vanish from the loss, because CPU SDPA may turn a NaN query into a
+# zero output. It then shows up in the gradient norm. A NaN in o_proj reaches the loss.
 @pytest.mark.parametrize("layer", ["o_proj", "q_proj"])
 def test_nan_weight_diverges(cache, tmp_path, layer):
     def inject(step, model):
@@ -416,7 +416,7 @@ def test_export_then_finetune(cache, straight_runs, tmp_path):
     exported = AutoModelForCausalLM.from_pretrained(dest)
     tokenizer = AutoTokenizer.from_pretrained(dest)
     assert len(tokenizer) == 512
-    # The export holds plain nn.Linear layers with the run's effective weights.
+    # The export contains plain nn.Linear layers with the run's effective weights.
     assert not overparam.decomposed_layers(exported)
     state = load_checkpoint(list_checkpoints(source)[0]).model_state
     U, S, V = (state[f"model.layers.0.self_attn.v_proj.{name}"] for name in "USV")

@@ -111,7 +111,7 @@ def _check_finite(tensors: dict[str, Tensor]) -> None:
     finite = torch.stack([torch.isfinite(t).all() for t in floating.values()])
     if not bool(finite.all()):  # one host sync for the whole model
         bad = list(floating)[int((~finite).nonzero()[0])]
-        raise NonFiniteWeightError(bad, "refusing to save a checkpoint with NaN or Inf weights")
+        raise NonFiniteWeightError(bad, "cannot save a checkpoint with NaN or Inf weights")
 
 
 def _maybe_stall(step: int) -> None:

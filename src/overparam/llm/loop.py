@@ -1,8 +1,8 @@
 """The optimizer-step loop of a run: train, log, re-project, evaluate, checkpoint, stop.
 
-Each step makes one host sync (loss, gradient norm and the all-reduced flags in one
-`.tolist()`); diagnostics run every train.diagnostics_every_steps and metric records are
-buffered until the next log interval or checkpoint.
+Each step makes one host sync: loss, gradient norm and the all-reduced flags are read in
+one `.tolist()`. Diagnostics run every train.diagnostics_every_steps steps, and metric
+records are buffered until the next log interval or checkpoint.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class TrainingHooks:
 
 @dataclass
 class Progress:
-    """Where a run stands; saved in every checkpoint so a resumed run continues exactly."""
+    """Progress of a run, saved in every checkpoint so that a resumed run continues exactly."""
 
     step: int = 0  # optimizer steps done
     tokens: int = 0  # input tokens trained on, all processes

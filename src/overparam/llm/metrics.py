@@ -55,8 +55,8 @@ class JsonlSink:
 def truncate_metrics(path: Path, last_step: int) -> int:
     """Drop the records of steps after `last_step` from a metrics file; return how many.
 
-    A resumed run calls this with its checkpoint's step before appending, so the file never
-    holds two records of one step. The file is rewritten through a temporary file and
+    A resumed run calls this with its checkpoint's step before appending, so no step's
+    records appear twice. The file is rewritten through a temporary file and
     os.replace, so a crash leaves either the old or the new content.
     """
     if not path.exists():

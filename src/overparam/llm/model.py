@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -191,7 +192,7 @@ def _logits(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     return logits
 
 
-def export_pretrained(run_dir, dest_dir):  # noqa: ANN001, ANN201 - see overparam.llm.export
+def export_pretrained(run_dir: str | Path, dest_dir: str | Path) -> Path:
     """Export a run as a Hugging Face checkpoint; see overparam.llm.export.export_pretrained."""
     from overparam.llm.export import export_pretrained as export  # export imports this module
 

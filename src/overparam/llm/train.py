@@ -99,11 +99,11 @@ def run_training(
 ) -> dict[str, Any]:
     """Train one run into `out_dir` and return its summary (also saved as summary.json).
 
-    With `resume`, continue from the newest valid checkpoint in `out_dir` (or start fresh
-    when it has none); a completed or diverged run is returned as it is. Raises ConfigError or
-    DataError before creating anything, RunLockedError when another process holds the
-    directory, RunInterrupted after saving a checkpoint on SIGTERM/SIGINT. A diverged run is
-    a result, not an error: status "diverged".
+    With `resume`, continue from the newest valid checkpoint in `out_dir`, or start fresh
+    when it has none. A completed or diverged run is returned as it is. Raises ConfigError
+    or DataError before creating anything, RunLockedError when another process holds the
+    directory, and RunInterrupted after saving a checkpoint on SIGTERM/SIGINT. A diverged
+    run is a result, not an error: its status is "diverged".
     """
     context = init_distributed(config.train.device)
     if not context.is_main:
@@ -290,7 +290,7 @@ def _train(
             eval_source.eval_batches(config.train.eval_tokens, config.train.eval_batch_size)
         )
 
-    # 4. Train, and record how it ended whatever happens.
+    # 4. Train, then record how the run ended, also when an exception ends it.
     stop = StopRequest()
     loop = TrainingLoop(
         config=config,
