@@ -53,11 +53,13 @@ def model_config(config: RunConfig, vocab_size: int | None) -> PreTrainedConfig:
                 f"tokens but the model's has {preset.vocab_size}. Use a smaller data.vocab_size "
                 "or a preset with a larger vocabulary."
             )
-        hf_config = preset.llama_config(vocab_size)
+        hf_config = preset.llama_config(vocab_size, config.model.attention_implementation)
     else:
         try:
             hf_config = AutoConfig.from_pretrained(
-                config.model.init_from, trust_remote_code=config.model.trust_remote_code
+                config.model.init_from,
+                trust_remote_code=config.model.trust_remote_code,
+                attn_implementation=config.model.attention_implementation,
             )
         except (OSError, ValueError) as error:
             raise ConfigError(
@@ -77,7 +79,6 @@ def model_config(config: RunConfig, vocab_size: int | None) -> PreTrainedConfig:
             f"invalid model.context_length = {config.context_length}; the model supports at "
             f"most {max_positions} positions."
         )
-    hf_config._attn_implementation = config.model.attention_implementation
     return hf_config
 
 

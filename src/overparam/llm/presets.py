@@ -38,8 +38,12 @@ class Preset:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
-    def llama_config(self, vocab_size: int | None = None) -> LlamaConfig:
+    def llama_config(
+        self, vocab_size: int | None = None, attn_implementation: str | None = None
+    ) -> LlamaConfig:
         """Build the LlamaConfig of this preset, with `vocab_size` replacing the preset's if given.
+
+        `attn_implementation` ("sdpa", "eager", ...) is passed to transformers as is.
 
         transformers 5.x keeps `rope_theta` and the llama3 scaling in one `rope_parameters`
         dict (4.x used `rope_theta` plus `rope_scaling`).
@@ -65,6 +69,7 @@ class Preset:
             bos_token_id=None,
             eos_token_id=None,
             pad_token_id=None,
+            attn_implementation=attn_implementation,
         )
 
     def num_parameters(self, vocab_size: int | None = None, parameterization: str = "dense") -> int:
