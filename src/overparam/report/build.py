@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -115,13 +116,20 @@ def _fingerprint(config: dict[str, Any]) -> str:
     return ", ".join(parts) or json.dumps(found, sort_keys=True)
 
 
-def _export_text(init_from: str) -> str:
+def _shown(path: str | Path, runs_dir: Path) -> str:
+    """A path relative to the runs directory when inside it, so a copied report stays valid."""
+    path = Path(path)
+    return path.relative_to(runs_dir).as_posix() if path.is_relative_to(runs_dir) else str(path)
+
+
+def _export_text(init_from: str, runs_dir: Path) -> str:
     """Describe the run a pretrained checkpoint was exported from, if `reproduce` recorded it."""
     record = _read_json(Path(init_from) / "export.json")
     if record is None:
         return ""
     return (
-        f", exported from the from-scratch run `{record.get('run_dir')}` (final held-out loss "
+        f", exported from the from-scratch run `{_shown(record.get('run_dir', '?'), runs_dir)}` "
+        f"(final held-out loss "
         f"{record.get('final_eval_loss', float('nan')):.4f})"
     )
 
@@ -130,7 +138,7 @@ def _first_config(runs: list[RunRecord]) -> dict[str, Any]:
     return next((_flatten(run.config) for run in runs if run.config), {})
 
 
-def _setup_items(name: str, runs: list[RunRecord], table: StudyTable) -> list[str]:
+def _setup_items(name: str, runs: list[RunRecord], table: StudyTable, runs_dir: Path) -> list[str]:
     config = _first_config(runs)
     seeds = sorted({run.seed for run in runs})
     fingerprint = _fingerprint(config)
@@ -143,7 +151,8 @@ def _setup_items(name: str, runs: list[RunRecord], table: StudyTable) -> list[st
     if config.get("model.init_from"):
         init_from = str(config["model.init_from"])
         items.append(
-            f"{name}: starts from the pretrained checkpoint `{init_from}`{_export_text(init_from)}."
+            f"{name}: starts from the pretrained checkpoint `{_shown(init_from, runs_dir)}`"
+            f"{_export_text(init_from, runs_dir)}."
         )
     for key, found in config_differences(runs).items():
         items.append(f"WARNING: {name} runs differ in `{key}`: {', '.join(found)}.")
@@ -262,13 +271,15 @@ def _unfinished_section(document: doc.Document, runs: list[RunRecord], runs_dir:
         return
     rows = []
     for run in sorted(unfinished, key=lambda r: str(r.path)):
-        where = run.path.relative_to(runs_dir) if run.path.is_relative_to(runs_dir) else run.path
-        rows.append([(str(where), False), (run.status, False), (run.reason, False)])
+        rows.append([(_shown(run.path, runs_dir), False), (run.status, False), (run.reason, False)])
     document.add(doc.Table(["run", "status", "reason"], rows))
 
 
-def _toy_section(document: doc.Document, toy_dir: Path) -> None:
-    """Embed the toy experiment's figure and its claim verdicts (its own results.json)."""
+def _toy_section(document: doc.Document, toy_dir: Path, out_dir: Path, runs_dir: Path) -> None:
+    """Embed the toy experiment's figures and its claim verdicts (its own results.json).
+
+    The figures are copied into the report's folder, so the report can be moved as a whole.
+    """
     results = _read_json(toy_dir / "results.json")
     images = sorted(toy_dir.glob("*.png"))
     if results is None and not images:
@@ -285,8 +296,10 @@ def _toy_section(document: doc.Document, toy_dir: Path) -> None:
         ]
         document.add(doc.Table(["claim", "verdict"], rows))
     for image in images:
-        document.add(doc.Image(image, f"Toy experiment: {image.stem.replace('_', ' ')}"))
-    document.add(doc.Paragraph(f"Full results: `{toy_dir / 'results.md'}`."))
+        copy = out_dir / "figures" / f"toy2d_{image.name}"
+        shutil.copyfile(image, copy)
+        document.add(doc.Image(copy, f"Toy experiment: {image.stem.replace('_', ' ')}"))
+    document.add(doc.Paragraph(f"Full results: `{_shown(toy_dir / 'results.md', runs_dir)}`."))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -310,8 +323,12 @@ def _make_out_dir(out_dir: Path) -> None:
 def build_report(
     runs_dir: Path, out_dir: Path | None = None, toy_dir: Path | None = None
 ) -> Report:
-    """Read every run under runs_dir and write the report into out_dir (default runs_dir/report)."""
+    """Read every run under runs_dir and write the report into out_dir (default runs_dir/report).
+
+    The toy experiment's results are included from toy_dir (default runs_dir/toy2d) if present.
+    """
     runs_dir = Path(runs_dir).resolve()
+    toy_dir = runs_dir / "toy2d" if toy_dir is None else Path(toy_dir)
     out_dir = Path(out_dir).resolve() if out_dir is not None else runs_dir / "report"
     problems: list[str] = []
     runs = load_runs(runs_dir, problems)
@@ -331,7 +348,7 @@ def build_report(
 
     document = doc.Document("overparam study report")
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    summary = [f"Runs directory `{runs_dir}`, built {now}."]
+    summary = [f"Runs directory `{runs_dir.name}`, built {now}."]
     for key, table in tables.items():
         summary.append(f"{table.title}: {_status_counts(groups[key][1])}; {_best_text(table)}.")
     document.add(doc.Heading("Summary"), doc.BulletList(summary))
@@ -341,7 +358,8 @@ def build_report(
 
     setup = []
     for key, table in tables.items():
-        setup += _setup_items(_capitalize(table.title.split(": ")[-1]), groups[key][1], table)
+        name = _capitalize(table.title.split(": ")[-1])
+        setup += _setup_items(name, groups[key][1], table, runs_dir)
     document.add(doc.Heading("Setup"), doc.BulletList(setup))
 
     for key, table in tables.items():
@@ -352,8 +370,8 @@ def build_report(
         document.add(
             doc.Heading("Run directories that could not be read"), doc.BulletList(problems)
         )
-    if toy_dir is not None and toy_dir.is_dir():
-        _toy_section(document, toy_dir)
+    if toy_dir.is_dir():
+        _toy_section(document, toy_dir, out_dir, runs_dir)
 
     write_runs_csv(runs, out_dir / "runs.csv")
     _write_claims_csv(claims, out_dir / "claims.csv")

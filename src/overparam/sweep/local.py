@@ -20,6 +20,7 @@ from types import FrameType
 
 from overparam.sweep.grid import Cell
 from overparam.sweep.launch import LaunchSpec
+from overparam.sweep.state import SweepIOError
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,12 @@ def _terminal_sent_it() -> bool:
 
 
 def start_process(spec: LaunchSpec) -> subprocess.Popen:
-    spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-    with spec.log_path.open("ab") as log_file:
+    try:
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = spec.log_path.open("ab")
+    except OSError as error:
+        raise SweepIOError(f"cannot write {spec.log_path}: {error.strerror or error}") from None
+    with log_file:
         header = f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(spec.command())}\n"
         log_file.write(header.encode())
         log_file.flush()

@@ -56,7 +56,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 def check_writable(out_dir: Path) -> None:
     """Raise ConfigError naming out_dir when it cannot be created or written."""
-    probe = out_dir / STATE_DIR / f".write_test.{os.getpid()}"
+    probe = out_dir / f".write_test.{os.getpid()}"
     try:
         probe.parent.mkdir(parents=True, exist_ok=True)
         probe.write_text("ok")
