@@ -71,7 +71,7 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _compared_fields(config: dict[str, Any]) -> dict[str, Any]:
-    """Fields that must agree within a table: all settings, plus the data fingerprint.
+    """Return the fields that must agree within a table: all settings and the data fingerprint.
 
     The `run` section (what the run resolved: versions, parameter counts) differs between
     parameterizations by design, except for the data fingerprint.
@@ -86,7 +86,7 @@ def _compared_fields(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_differences(runs: list[RunRecord]) -> dict[str, list[str]]:
-    """Fields, other than the swept ones, whose value is not the same in every run."""
+    """Return the fields, other than the swept ones, whose value differs between runs."""
     configs = [_compared_fields(run.config) for run in runs if run.config]
     keys = set().union(*configs) if configs else set()
     differences = {}
@@ -98,7 +98,7 @@ def config_differences(runs: list[RunRecord]) -> dict[str, list[str]]:
 
 
 def _fingerprint(config: dict[str, Any]) -> str:
-    """Short form of the data fingerprint: corpus hash and token counts (config.json has all)."""
+    """Shorten the data fingerprint to the corpus hash and token counts (config.json has all)."""
     prefix = f"{RUN_INFO_KEY}.data_fingerprint"
     found = {
         key[len(prefix) + 1 :]: value for key, value in config.items() if key.startswith(prefix)
@@ -117,7 +117,7 @@ def _fingerprint(config: dict[str, Any]) -> str:
 
 
 def _shown(path: str | Path, runs_dir: Path) -> str:
-    """A path relative to the runs directory when inside it, so a copied report stays valid."""
+    """Return path relative to the runs directory when inside it, so a copied report stays valid."""
     path = Path(path)
     return path.relative_to(runs_dir).as_posix() if path.is_relative_to(runs_dir) else str(path)
 
