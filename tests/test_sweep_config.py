@@ -10,7 +10,8 @@ import pytest
 from overparam.errors import ConfigError
 from overparam.sweep.config import SweepConfig
 from overparam.sweep.grid import Cell, expand_grid, format_lr
-from overparam.sweep.launch import LaunchSpec, threads_per_process
+from overparam.sweep.launch import LaunchSpec, devices_for_slot, threads_per_process
+from overparam.sweep.progress import SweepProgress
 from overparam.sweep.state import DONE, FAILED, PENDING, RESUMABLE, SweepState
 
 SWEEP_TOML = """
@@ -187,3 +188,23 @@ def test_state_manifest_union(tmp_path):
     manifest = json.loads((tmp_path / "_sweep" / "manifest.json").read_text())
     assert manifest["sweeps"] == ["first", "second"]
     assert [entry["path"] for entry in manifest["cells"]] == [a.path, b.path]
+
+
+def test_launch_gpu_blocks_per_slot():
+    assert devices_for_slot(0, 0) is None
+    assert [devices_for_slot(slot, 2) for slot in range(3)] == ["0,1", "2,3", "4,5"]
+
+
+def test_progress_time_left_estimate():
+    progress = SweepProgress("t", total=5, skipped=1, workers=2)
+    assert progress.eta_seconds() is None  # nothing finished yet
+    for _ in range(3):
+        progress.started()
+    progress.ended("completed", 10.0)
+    progress.ended("diverged", 30.0)
+    progress.ended("failed", 1.0)  # a failure says nothing about run time
+    # mean of finished runs 20 s x 2 runs left / 2 workers
+    assert progress.eta_seconds() == pytest.approx(20.0)
+    assert progress.text().startswith(
+        "3/5 runs ended (1 completed, 1 diverged, 1 failed), 0 running"
+    )

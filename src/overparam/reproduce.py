@@ -108,13 +108,25 @@ def reproduce(scale: Scale, out_dir: Path, workers: int | None = None) -> Report
     scratch = run_sweep(scale.scratch, out_dir / "scratch", workers=workers)
     _check_sweep("from-scratch", scratch)
 
-    pretrained = PRETRAINED_PLACEHOLDER
-    if PRETRAINED_PLACEHOLDER in json.dumps(scale.finetune.base):
-        export_best_dense(out_dir / "scratch", out_dir / "pretrained")
-        pretrained = str(out_dir / "pretrained")
-    finetune = run_sweep(finetune_config(scale, pretrained), out_dir / "finetune", workers=workers)
-    _check_sweep("fine-tuning", finetune)
+    try:
+        pretrained = PRETRAINED_PLACEHOLDER
+        if PRETRAINED_PLACEHOLDER in json.dumps(scale.finetune.base):
+            export_best_dense(out_dir / "scratch", out_dir / "pretrained")
+            pretrained = str(out_dir / "pretrained")
+        finetune_dir = out_dir / "finetune"
+        finetune = run_sweep(finetune_config(scale, pretrained), finetune_dir, workers=workers)
+        _check_sweep("fine-tuning", finetune)
+    except RunInterrupted:
+        raise
+    except OverparamError as error:
+        # The from-scratch results stand on their own: report them before giving up.
+        log.error("fine-tuning step failed: %s; writing the report of the runs so far", error)
+        _write_report(out_dir)
+        raise
+    return _write_report(out_dir)
 
+
+def _write_report(out_dir: Path) -> Report:
     report = build_report(out_dir, out_dir / "report", toy_dir=out_dir / "toy2d")
     log.info("report: %s and %s", report.markdown_path, report.html_path)
     return report

@@ -25,6 +25,13 @@ def threads_per_process(workers: int, nproc_per_run: int, cores: int | None = No
     return max(1, cores // max(1, workers * nproc_per_run))
 
 
+def devices_for_slot(slot: int, gpus_per_worker: int) -> str | None:
+    """CUDA_VISIBLE_DEVICES of a local worker slot: its own block of GPUs, None for no GPUs."""
+    if gpus_per_worker == 0:
+        return None
+    return ",".join(str(slot * gpus_per_worker + i) for i in range(gpus_per_worker))
+
+
 @dataclass(frozen=True)
 class LaunchSpec:
     """Everything needed to start one cell's training; picklable for submitit jobs."""

@@ -13,7 +13,12 @@ from typing import Any
 from overparam.errors import EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, ConfigError
 from overparam.sweep.config import SweepConfig
 from overparam.sweep.grid import Cell, expand_grid
-from overparam.sweep.launch import LaunchSpec, available_cores, threads_per_process
+from overparam.sweep.launch import (
+    LaunchSpec,
+    available_cores,
+    devices_for_slot,
+    threads_per_process,
+)
 from overparam.sweep.local import run_local
 from overparam.sweep.progress import SweepProgress
 from overparam.sweep.slurm import run_slurm
@@ -207,11 +212,7 @@ def run_sweep(
         elif launch.executor == "local":
 
             def for_slot(cell: Cell, spec: LaunchSpec, slot: int) -> LaunchSpec:
-                gpus = launch.gpus_per_worker
-                if not gpus:
-                    return spec
-                devices = ",".join(str(slot * gpus + i) for i in range(gpus))
-                return replace(spec, cuda_devices=devices)
+                return replace(spec, cuda_devices=devices_for_slot(slot, launch.gpus_per_worker))
 
             result.interrupted = run_local(
                 jobs, n_workers, for_slot, recorder.started, recorder.ended
