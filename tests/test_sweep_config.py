@@ -202,7 +202,7 @@ def test_progress_time_left_estimate():
         progress.started()
     progress.ended("completed", 10.0)
     progress.ended("diverged", 30.0)
-    progress.ended("failed", 1.0)  # a failure says nothing about run time
+    progress.ended("failed", 1.0)  # failed runs do not count toward the mean run time
     # mean of finished runs 20 s x 2 runs left / 2 workers
     assert progress.eta_seconds() == pytest.approx(20.0)
     assert progress.text().startswith(
