@@ -69,6 +69,13 @@ def run(args: argparse.Namespace) -> int:
         raise RunInterrupted(
             f"sweep interrupted; rerun the same command to resume the unfinished runs in {out_dir}"
         )
+    taken = result.count("taken")
+    if taken:
+        log.warning(
+            "%d runs were being trained by another process; rerun this sweep later to "
+            "resume any that it did not finish",
+            taken,
+        )
     failed = [path for path, outcome in result.outcomes.items() if outcome == "failed"]
     if failed:
         log.error(
