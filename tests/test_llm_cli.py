@@ -144,7 +144,7 @@ def test_pretrained_tokenizer_too_large(cache, tmp_path, caplog):
 def test_config_file_and_overrides(cache, tmp_path):
     config_path = tmp_path / "run.toml"
     config_path.write_text(
-        '[decomposition]\nparameterization = "ivecIW"\n[optim]\nlr = 1e-3\n'
+        '[decomposition]\nparameterization = "ivecIW"\n[optim]\nlr = 1e-3\nwarmup_steps = 1\n'
         "[train]\nmax_steps = 2\neval_tokens = 256\n"
     )
     out = tmp_path / "run"
