@@ -162,32 +162,25 @@ def compose_flops(out_features: int, in_features: int, parameterization: str) ->
     return 3.0 * forward
 
 
-def llama_compose_flops(preset_name: str, parameterization: str) -> float:
+def attention_shapes(preset_name: str) -> list[tuple[int, int]]:
+    """(out, in) of q_proj, k_proj, v_proj and o_proj in one layer of the preset."""
     preset = get_preset(preset_name)
     q_width = preset.num_attention_heads * preset.head_dim
     kv_width = preset.num_key_value_heads * preset.head_dim
-    shapes = [
-        (q_width, preset.hidden_size),
-        (kv_width, preset.hidden_size),
-        (kv_width, preset.hidden_size),
-        (preset.hidden_size, q_width),
-    ]
+    hidden = preset.hidden_size
+    return [(q_width, hidden), (kv_width, hidden), (kv_width, hidden), (hidden, q_width)]
+
+
+def llama_compose_flops(preset_name: str, parameterization: str) -> float:
+    shapes = attention_shapes(preset_name)
     per_layer = sum(compose_flops(o, i, parameterization) for o, i in shapes)
-    return preset.num_hidden_layers * per_layer
+    return get_preset(preset_name).num_hidden_layers * per_layer
 
 
 def llama_extra_parameters(preset_name: str, parameterization: str) -> int:
-    preset = get_preset(preset_name)
-    q_width = preset.num_attention_heads * preset.head_dim
-    kv_width = preset.num_key_value_heads * preset.head_dim
-    shapes = [
-        (q_width, preset.hidden_size),
-        (kv_width, preset.hidden_size),
-        (kv_width, preset.hidden_size),
-        (preset.hidden_size, q_width),
-    ]
+    shapes = attention_shapes(preset_name)
     extra = sum(parameter_count(o, i, parameterization) - o * i for o, i in shapes)
-    return preset.num_hidden_layers * extra
+    return get_preset(preset_name).num_hidden_layers * extra
 
 
 # --- re-projection ---------------------------------------------------------------------------
