@@ -74,6 +74,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sub = module.add_parser(subparsers)
         sub.epilog = EXIT_CODES_HELP if sub.epilog is None else f"{sub.epilog}\n\n{EXIT_CODES_HELP}"
         sub.formatter_class = argparse.RawDescriptionHelpFormatter
+        # Also accept --debug after the subcommand. SUPPRESS keeps the top-level value
+        # when the flag is absent here, because argparse copies subparser defaults over it.
+        sub.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the full traceback when the command fails",
+        )
         sub.set_defaults(_run=module.run)
     return parser
 
@@ -86,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((arg for arg in argv if arg in SUBCOMMANDS), None)
     parser = build_parser(command)
     args = parser.parse_args(argv)
-    debug = args.debug or "--debug" in argv
+    debug = bool(args.debug)
     try:
         return int(args._run(args) or EXIT_OK)
     except OverparamError as error:
