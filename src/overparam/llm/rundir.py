@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from overparam.errors import RunLockedError
+from overparam.errors import ConfigError, RunLockedError
 
 LOCK_FILE = ".lock"
 CONFIG_FILE = "config.json"
@@ -64,14 +64,22 @@ class RunLock:
 
 
 def write_json_atomic(path: Path, value: Any) -> None:
-    """Write `value` as JSON through a temporary file, fsync and os.replace."""
+    """Write `value` as JSON through a temporary file, fsync and os.replace.
+
+    On failure (a full disk, say) the temporary file is removed and the OSError names `path`;
+    the previous content of `path`, if any, is kept.
+    """
     temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", encoding="utf-8") as stream:
-        json.dump(value, stream, indent=2, sort_keys=False)
-        stream.write("\n")
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
+    try:
+        with temporary.open("w", encoding="utf-8") as stream:
+            json.dump(value, stream, indent=2, sort_keys=False)
+            stream.write("\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise OSError(error.errno, f"cannot write {path}: {error.strerror}") from error
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -81,6 +89,38 @@ def read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Raise ConfigError when `run_dir` cannot hold this run, without creating anything.
+
+    Checked before the data are prepared, so a wrong --out fails in seconds. A directory that
+    does not exist yet needs its nearest existing parent to be writable. os.access reports a
+    read-only file system (EROFS) even to root, who passes every permission check.
+    """
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(
+            f"invalid run directory {run_dir} (--out): {existing} exists and is not a "
+            "directory; choose another --out."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        reason = "read-only file system" if _read_only(existing) else "permission denied"
+        raise ConfigError(
+            f"invalid run directory {run_dir} (--out): cannot write in {existing} ({reason}); "
+            "choose a writable --out."
+        )
+    if existing == run_dir and not resume and has_run(run_dir):
+        raise ConfigError(
+            f"run directory {run_dir} already contains a run; pass --resume to continue it, "
+            "or choose another --out"
+        )
+
+
+def _read_only(path: Path) -> bool:
+    return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
 
 
 def has_run(run_dir: Path) -> bool:

@@ -3,7 +3,8 @@
 Order of work, so that an invalid run touches nothing:
 
 1. Validate what needs the model or the data: target patterns (on a weightless model),
-   the corpus, the tokenizer's vocabulary against the model's, the context length.
+   the run directory (writable, not an earlier run unless resuming), the corpus, the
+   tokenizer's vocabulary against the model's, the context length.
 2. Create and lock the run directory (RunLockedError, exit code 4, when another process
    holds it), refuse to overwrite an existing run unless resuming.
 3. Build the model and optimizer, load the newest valid checkpoint when resuming.
@@ -62,6 +63,7 @@ from overparam.llm.rundir import (
     CONFIG_FILE,
     SUMMARY_FILE,
     RunLock,
+    check_run_dir,
     has_run,
     read_json,
     write_json_atomic,
@@ -127,6 +129,7 @@ def _run(
 
     # 1. Validation that needs the model skeleton and the data; nothing is written yet.
     check_targets(config, model_config(config, vocab_size=None))
+    check_run_dir(out_dir, resume)
     prepared = prepare_data(config.data, config.context_length)
     hf_config = model_config(config, prepared.vocab_size)
 
@@ -138,8 +141,7 @@ def _run(
     checkpoint = None
     if context.is_main:
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            lock = RunLock(out_dir).acquire()
+            lock = _create_and_lock(out_dir)
             plan, checkpoint = _plan_run(config, out_dir, resume, context)
         except OverparamError as error:
             if lock is not None:
@@ -157,6 +159,18 @@ def _run(
     finally:
         if lock is not None:
             lock.release()
+
+
+def _create_and_lock(out_dir: Path) -> RunLock:
+    """Create the run directory and take its lock; ConfigError when the disk refuses."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return RunLock(out_dir).acquire()
+    except OSError as error:
+        raise ConfigError(
+            f"invalid run directory {out_dir} (--out): cannot create it or its lock file "
+            f"({error.strerror or error}); choose a writable --out."
+        ) from None
 
 
 def resolve_precision(choice: str, device: torch.device) -> str:
@@ -279,7 +293,9 @@ def _train(
             sinks = _make_sinks(config, out_dir, start_step)
     except Exception as error:
         failed = LoopResult("failed", reason=f"{type(error).__name__}: {error}")
-        _finish(out_dir, config, None, Progress(), failed, context, MetricSinks([]))
+        _finish(
+            out_dir, config, None, Progress(), failed, context, MetricSinks([]), after_error=True
+        )
         raise
     model = built.model
 
@@ -328,13 +344,13 @@ def _train(
             LoopResult("interrupted", reason="second signal: no checkpoint saved"),
             context,
             sinks,
+            after_error=True,
         )
         raise
     except Exception as error:
         reason = f"{type(error).__name__}: {error}"
-        _finish(
-            out_dir, config, built, progress, LoopResult("failed", reason=reason), context, sinks
-        )
+        failed = LoopResult("failed", reason=reason)
+        _finish(out_dir, config, built, progress, failed, context, sinks, after_error=True)
         raise
 
     summary = _finish(out_dir, config, built, progress, result, context, sinks)
@@ -487,8 +503,13 @@ def _finish(
     result: LoopResult,
     context: DistributedContext,
     sinks: MetricSinks,
+    after_error: bool = False,
 ) -> dict[str, Any]:
-    """Write summary.json (rank 0), close the sinks and return the summary."""
+    """Write summary.json (rank 0), close the sinks and return the summary.
+
+    With `after_error`, an OSError while writing (a full disk, say) is logged and not raised,
+    so that the error that ended the run is the one the caller sees.
+    """
     summary: dict[str, Any] = {
         "status": result.status,
         "steps": progress.step,
@@ -509,8 +530,14 @@ def _finish(
     if result.status == "diverged":
         summary["diverged_step"] = result.diverged_step
     if context.is_main:
-        sinks.close()
-        write_json_atomic(out_dir / SUMMARY_FILE, summary)
+        try:
+            sinks.close()
+            write_json_atomic(out_dir / SUMMARY_FILE, summary)
+        except OSError as error:
+            if not after_error:
+                raise
+            log.error("could not record the %s run in %s: %s", result.status, out_dir, error)
+            return summary
         log.info(
             "run %s: %d steps, final eval loss %s, summary in %s",
             result.status,
