@@ -22,6 +22,7 @@ containers only. A file whose pickle would import or call anything is rejected.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -54,6 +55,10 @@ FORMAT_VERSION = 1
 # With OVERPARAM_TEST_STALL_CHECKPOINT_STEP set, only the checkpoint of that step stalls.
 STALL_SECONDS_ENV = "OVERPARAM_TEST_STALL_CHECKPOINT_S"
 STALL_STEP_ENV = "OVERPARAM_TEST_STALL_CHECKPOINT_STEP"
+
+# Free space under which a failed checkpoint write is reported as a full disk. A write that
+# fails for lack of space has used up all but the last partial block of the file system.
+LOW_SPACE_BYTES = 1 << 20
 
 
 @dataclass
@@ -135,15 +140,44 @@ def save_checkpoint(
     """Write the checkpoint of `step` atomically and delete all but the newest `keep`.
 
     Raises NonFiniteWeightError, writing nothing, if a weight is NaN or Inf, so a diverged
-    model never replaces a good checkpoint.
+    model never replaces a good checkpoint. Raises CheckpointError naming the checkpoint when
+    a file cannot be written (a full disk, say), after deleting the partial files.
     """
     tensors = model_tensors(model)
     _check_finite(tensors)
 
     root = run_dir / CHECKPOINT_DIR
-    root.mkdir(parents=True, exist_ok=True)
     final = root / checkpoint_name(step)
     temporary = root / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
+    try:
+        _write_temporary(temporary, step, tensors, training_state)
+    except (OSError, RuntimeError, SafetensorError) as error:
+        # torch.save reports a full disk as a RuntimeError ("unexpected pos"), so the free
+        # space is read before the partial files are deleted, to name the likely cause.
+        free_bytes = _free_bytes(root)
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise CheckpointError(_write_failure(final, error, free_bytes)) from error
+
+    # Swap the directory into place. A checkpoint of the same step (a rerun after resume)
+    # is moved aside first, because os.replace cannot replace a non-empty directory.
+    if final.exists():
+        aside = root / f".old-{checkpoint_name(step)}-{os.getpid()}"
+        os.replace(final, aside)
+        os.replace(temporary, final)
+        shutil.rmtree(aside)
+    else:
+        os.replace(temporary, final)
+    _fsync_directory(root)
+
+    _prune(root, keep)
+    return final
+
+
+def _write_temporary(
+    temporary: Path, step: int, tensors: dict[str, Tensor], training_state: dict[str, Any]
+) -> None:
+    """Write the data files, then the manifest, into `temporary`, each flushed to disk."""
+    temporary.parent.mkdir(parents=True, exist_ok=True)
     if temporary.exists():
         shutil.rmtree(temporary)
     temporary.mkdir()
@@ -175,19 +209,28 @@ def save_checkpoint(
         os.fsync(stream.fileno())
     _fsync_directory(temporary)
 
-    # Swap the directory into place. A checkpoint of the same step (a rerun after resume)
-    # is moved aside first, because os.replace cannot replace a non-empty directory.
-    if final.exists():
-        aside = root / f".old-{checkpoint_name(step)}-{os.getpid()}"
-        os.replace(final, aside)
-        os.replace(temporary, final)
-        shutil.rmtree(aside)
-    else:
-        os.replace(temporary, final)
-    _fsync_directory(root)
 
-    _prune(root, keep)
-    return final
+def _free_bytes(path: Path) -> int | None:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def _write_failure(final: Path, error: Exception, free_bytes: int | None) -> str:
+    """Return the message of a failed checkpoint write, naming the likely cause."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        cause, advice = "no space left on device", "free some space"
+    elif free_bytes is not None and free_bytes < LOW_SPACE_BYTES:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        cause, advice = f"no space left on device ({detail})", "free some space"
+    else:
+        detail = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        cause, advice = detail.splitlines()[0] if detail else type(error).__name__, "fix this"
+    return (
+        f"cannot write checkpoint {final}: {cause}. The partial files were removed and the "
+        f"older checkpoints are intact; {advice}, then continue the run with --resume."
+    )
 
 
 def _prune(root: Path, keep: int) -> None:
