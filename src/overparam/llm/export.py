@@ -92,7 +92,8 @@ def _save_tokenizer(tokenizer_path: str | None, dest_dir: Path) -> None:
 
         tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path), eos_token=EOS_TOKEN)
     elif path.is_dir():
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        # The run itself loaded this tokenizer without remote code (overparam.llm.data).
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     else:
         warnings.warn(
             f"the run's tokenizer {path} no longer exists; exporting the model only", stacklevel=3
