@@ -316,15 +316,13 @@ def test_pretrained_without_eos(tmp_path):
         prepare(path, tmp_path, tokenizer=str(tmp_path / "no-eos"))
 
 
-def test_unwritable_cache(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root ignores directory permissions")
+def test_unwritable_cache(tmp_path, readonly_dir):
     path = write_jsonl(tmp_path / "corpus.jsonl", [{"text": t} for t in DOCUMENTS])
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
 
-    with pytest.raises(DataError, match="not writable"):
-        prepare_data(DataConfig(source=str(path), cache_dir=str(locked)), CONTEXT_LENGTH)
+    with pytest.raises(DataError) as raised:
+        prepare_data(DataConfig(source=str(path), cache_dir=str(readonly_dir)), CONTEXT_LENGTH)
+
+    assert f"the data cache directory {readonly_dir} is not writable" in str(raised.value)
 
 
 def test_cache_dir_under_file(tmp_path):
