@@ -62,9 +62,15 @@ def model_config(config: RunConfig, vocab_size: int | None) -> PreTrainedConfig:
                 attn_implementation=config.model.attention_implementation,
             )
         except (OSError, ValueError) as error:
+            advice = "Give a local checkpoint directory or a hub id."
+            if "trust_remote_code" in str(error):
+                advice = (
+                    "It ships its own model code, which runs only with --trust-remote-code "
+                    "(model.trust_remote_code = true): pass it only for code you trust."
+                )
             raise ConfigError(
                 f"invalid model.init_from = {config.model.init_from!r}: cannot read its "
-                f"config ({error}). Give a local checkpoint directory or a hub id."
+                f"config ({error}). {advice}"
             ) from None
         if vocab_size is not None and vocab_size > hf_config.vocab_size:
             raise ConfigError(
