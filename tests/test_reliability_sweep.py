@@ -1,4 +1,4 @@
-"""A sweep goes on past a diverged run and a run that another process holds.
+"""Faults during a sweep: a diverged run, a run held by another process, and SIGTERM.
 
 Two whole sweeps on one folder are tested in test_sweep_runs.py::test_sweep_two_at_once; here
 the other process is simulated by holding one run directory's lock, so the outcome is fixed.
@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from _llm_support import TEST_DATA, data_cache, read_summary, tiny_config
+from _llm_support import TEST_DATA, data_cache, read_summary, subprocess_env, tiny_config
 from overparam.cli import main
-from overparam.errors import EXIT_OK
+from overparam.errors import EXIT_INTERRUPTED, EXIT_OK
+from overparam.llm.checkpoint import list_checkpoints, load_checkpoint
 from overparam.llm.data import prepare_data
 from overparam.llm.rundir import RunLock
 
@@ -80,3 +85,44 @@ def test_sweep_continues_past_faults(cache, tmp_path, caplog):
     assert read_summary(out / TAKEN)["status"] == "completed"
     for path, metrics in finished.items():
         assert (out / path / "metrics.jsonl").read_bytes() == metrics, path
+
+
+@pytest.mark.slow
+def test_sweep_sigterm_then_resume(cache, tmp_path):
+    """SIGTERM to a sweep (a scheduler's preemption) reaches its runs, which save and exit 3."""
+    base = {**BASE, "data": {**TEST_DATA, "cache_dir": str(cache)}}
+    # About 7 ms a step: the run is still going well after its first checkpoint (step 10).
+    base["train"] = {**BASE["train"], "max_steps": 200, "checkpoint_every_steps": 10}
+    grid = {"parameterizations": ["dense"], "lrs": [1e-3], "seeds": [0]}
+    config = tmp_path / "sweep.json"
+    config.write_text(json.dumps({"name": "preempted", "grid": grid, "base": base}))
+    out = tmp_path / "sweep"
+    run_dir = out / GOOD
+    argv = ["sweep", "--config", str(config), "--out", str(out), "--workers", "1"]
+
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "overparam", *argv],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(run_dir.glob("checkpoints/step-*")):
+        assert sweep.poll() is None, sweep.stderr.read()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGTERM)
+    _, stderr = sweep.communicate(timeout=120)
+
+    assert sweep.returncode == EXIT_INTERRUPTED, stderr[-2000:]
+    assert "rerun the same command to resume" in stderr
+    summary = read_summary(run_dir)
+    assert summary["status"] == "interrupted"
+    assert 10 <= summary["steps"] < 200
+    assert load_checkpoint(list_checkpoints(run_dir)[0]).step == summary["steps"]
+
+    assert main(argv) == EXIT_OK
+    assert read_summary(run_dir)["status"] == "completed"
+    resumed = json.loads((run_dir / "config.json").read_text())["run"]["resumed_from_step"]
+    assert resumed == summary["steps"]
