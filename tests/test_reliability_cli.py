@@ -84,3 +84,32 @@ def test_unexpected_error_hides_traceback(tmp_path, caplog, monkeypatch):
         assert main([*argv, "--debug"]) == errors.EXIT_FAILED
     assert "Traceback (most recent call last)" in caplog.text
     assert "RuntimeError: simulated bug" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["report", "{tmp}/missing"], "runs directory not found: {tmp}/missing"),
+        (["report", "{tmp}"], "no run directories (with a config.json) found under {tmp}"),
+        (["reproduce", "--workers", "0", "--out", "{tmp}/study"], "invalid --workers 0"),
+        (["sweep", "--config", "{tmp}/absent.toml"], "config file not found: {tmp}/absent.toml"),
+    ],
+    ids=["report-missing", "report-empty", "reproduce-workers", "sweep-config-missing"],
+)
+def test_bad_input_exits_2(tmp_path, caplog, argv, fragment):
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
+    with caplog.at_level(logging.ERROR, logger="overparam"):
+        assert main(argv) == errors.EXIT_USAGE
+    assert fragment.format(tmp=tmp_path) in caplog.text
+    assert not (tmp_path / "study").exists()
+
+
+REQUIRED_ARGS = {"sweep": ["--config", "sweep.toml"], "report": ["runs"]}
+
+
+@pytest.mark.parametrize("name", list(SUBCOMMANDS))
+def test_unknown_option_exits_2(capsys, name):
+    with pytest.raises(SystemExit) as caught:
+        main([name, *REQUIRED_ARGS.get(name, []), "--no-such-option"])
+    assert caught.value.code == errors.EXIT_USAGE
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
