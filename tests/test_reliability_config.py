@@ -1,7 +1,7 @@
 """Invalid sweep and train configurations stop with exit code 2 before any run starts.
 
-`overparam train` flags are covered value by value in test_llm_cli.py; here are the sweep
-config (its grid and its base run config) and a train config file.
+test_llm_cli.py covers the `overparam train` flags value by value. This file covers the
+sweep config (its grid and its base run config) and a train config file.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Unusable corpora through `overparam train --data`: exit code 2, the source named, no run.
 
-test_data_errors.py checks each message of the data pipeline in detail; these tests check
+test_data_errors.py checks each message of the data pipeline in detail. These tests check
 that the command line reports them the same way and creates no run directory.
 """
 

@@ -110,7 +110,7 @@ def test_report_read_only_out(readonly_dir, reference_run, caplog):
 
 
 def test_train_full_disk_first_checkpoint(full_disk_dir, caplog, cache):
-    """A 256 KiB disk holds config.json and metrics but not the first checkpoint (about 1.6 MB)."""
+    """A 256 KiB disk has room for config.json and metrics, not for a checkpoint (1.6 MB)."""
     out = full_disk_dir / "run"
     with caplog.at_level(logging.ERROR, logger="overparam"):
         code = main(["train", "--out", str(out), *cli_args(tiny_config(cache))])

@@ -32,7 +32,7 @@ def test_second_signal_mid_checkpoint(cache, tmp_path, caplog, monkeypatch):
     assert run_training(config, reference)["status"] == "completed"
 
     # The checkpoint of step 8 stops after its data files are written, before the manifest.
-    # SIGTERM there asks for a stop; the SIGINT that follows is the second signal.
+    # SIGTERM there requests a stop, and the SIGINT that follows is the second signal.
     def signal_twice(step: int) -> None:
         if step == 8:
             signal.raise_signal(signal.SIGTERM)

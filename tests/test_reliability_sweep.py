@@ -1,7 +1,7 @@
 """Faults during a sweep: a diverged run, a run held by another process, and SIGTERM.
 
-Two whole sweeps on one folder are tested in test_sweep_runs.py::test_sweep_two_at_once; here
-the other process is simulated by holding one run directory's lock, so the outcome is fixed.
+test_sweep_runs.py::test_sweep_two_at_once runs two whole sweeps on one folder. Here the
+test itself holds one run directory's lock in place of the other sweep, so the outcome is fixed.
 """
 
 from __future__ import annotations

@@ -508,7 +508,7 @@ def _finish(
     """Write summary.json (rank 0), close the sinks and return the summary.
 
     With `after_error`, an OSError while writing (a full disk, say) is logged and not raised,
-    so that the error that ended the run is the one the caller sees.
+    so that the error that ended the run is the one raised to the caller.
     """
     summary: dict[str, Any] = {
         "status": result.status,
