@@ -18,7 +18,9 @@ import pytest
 from _llm_support import TEST_DATA, data_cache, read_summary, subprocess_env, tiny_config
 from overparam.cli import main
 from overparam.errors import EXIT_INTERRUPTED, EXIT_OK
+from overparam.llm import run_training
 from overparam.llm.checkpoint import list_checkpoints, load_checkpoint
+from overparam.llm.config import RunConfig
 from overparam.llm.data import prepare_data
 from overparam.llm.rundir import RunLock
 
@@ -122,7 +124,9 @@ def test_sweep_sigterm_then_resume(cache, tmp_path):
     assert 10 <= summary["steps"] < 200
     assert load_checkpoint(list_checkpoints(run_dir)[0]).step == summary["steps"]
 
-    assert main(argv) == EXIT_OK
-    assert read_summary(run_dir)["status"] == "completed"
+    # The run continues from that checkpoint. Rerunning the sweep starts the same
+    # `overparam train --resume` (test_sweep_runs.py::test_sweep_killed_then_resumed).
+    config = RunConfig.load(run_dir / "config.json")
+    assert run_training(config, run_dir, resume=True)["status"] == "completed"
     resumed = json.loads((run_dir / "config.json").read_text())["run"]["resumed_from_step"]
     assert resumed == summary["steps"]
