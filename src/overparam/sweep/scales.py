@@ -175,7 +175,7 @@ def _cpu() -> Scale:
             },
             finetune,
         ),
-        wall_time_estimate="estimated 15 minutes on 2 CPU cores, install included",
+        wall_time_estimate="measured 16 min 6 s on 2 CPU cores, install included",
         notes=[
             "Runs are 200 steps (fine-tuning 100), so re-projection every 128 steps would "
             "happen at most once: the cpu scale re-projects every 50 steps instead.",
