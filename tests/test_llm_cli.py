@@ -218,7 +218,11 @@ def _assert_matches(out: Path, reference: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    "signum",
+    [signal.SIGTERM, signal.SIGINT, signal.SIGUSR2],
+    ids=["SIGTERM", "SIGINT", "SIGUSR2"],
+)
 def test_signal_saves_and_resumes(cache, tmp_path, signal_reference, signum):
     config = tiny_config(cache, **SIGNAL_RUN)
     out = tmp_path / "run"

@@ -73,21 +73,12 @@ def test_sweep_bad_base_exits_2(tmp_path, caplog, base, fragments):
     assert not list(out.glob("*/lr*/seed*")), "no run directory may be created"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_sweep creates the sweep folder (check_writable) before it validates the cells",
-)
 def test_sweep_bad_base_creates_nothing(tmp_path, caplog):
     code, out = _sweep(tmp_path, caplog, base={"optim": {"lr": -1.0}})
     assert code == EXIT_USAGE
     assert not out.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sweep checks target patterns only in each run's process, which exits 2, so "
-    "the sweep starts the runs, marks them failed and exits 1",
-)
 def test_sweep_unknown_target_exits_2(tmp_path, caplog, tmp_path_factory):
     data = {"cache_dir": str(data_cache(tmp_path_factory)), **TEST_DATA}
     base = {**BASE, "decomposition": {"targets": "qproj"}, "data": data}

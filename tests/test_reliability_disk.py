@@ -101,7 +101,7 @@ def test_report_read_only_out(readonly_dir, reference_run, caplog):
     out = readonly_dir / "report"
     with caplog.at_level(logging.ERROR, logger="overparam"):
         code = main(["report", str(reference_run.parent), "--out", str(out)])
-    assert code == EXIT_FAILED
+    assert code == EXIT_USAGE
     assert f"cannot write the report to {out}: Read-only file system" in caplog.text
     assert "Traceback" not in caplog.text
 

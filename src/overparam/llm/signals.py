@@ -1,4 +1,7 @@
-"""Graceful stop on SIGTERM and SIGINT: finish the optimizer step, save, exit with code 3.
+"""Graceful stop on SIGTERM, SIGINT and SIGUSR2: finish the optimizer step, save, exit 3.
+
+SIGUSR2 is included because submitit asks Slurm for it shortly before a job's time limit;
+its default action would end the process without a checkpoint.
 
 The handler only sets a flag. The training loop reads it once per step (all-reduced across
 processes, so every rank stops after the same step), saves a checkpoint and raises
@@ -15,11 +18,11 @@ from types import FrameType, TracebackType
 
 log = logging.getLogger(__name__)
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
 class StopRequest:
-    """Context manager that turns SIGTERM/SIGINT into a stop flag while it is active."""
+    """Context manager that turns the stop signals into a stop flag while it is active."""
 
     def __init__(self) -> None:
         self.signal_name: str | None = None

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from overparam.errors import DataError, OverparamError
+from overparam.errors import ConfigError, DataError
 from overparam.report import document as doc
 from overparam.report.claims import (
     EQUIVALENCE_MARGIN,
@@ -317,7 +317,9 @@ def _make_out_dir(out_dir: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as error:
-        raise OverparamError(f"cannot write the report to {out_dir}: {error.strerror}") from None
+        raise ConfigError(
+            f"cannot write the report to {out_dir}: {error.strerror}; pass a writable --out"
+        ) from None
 
 
 def build_report(

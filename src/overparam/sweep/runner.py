@@ -61,6 +61,28 @@ def resolve_cell_config(base: dict[str, Any], cell: Cell, threads: int) -> dict[
         raise ConfigError(f"invalid sweep config for run {cell.path}: {error}") from None
 
 
+def check_cell_targets(configs: dict[Cell, dict[str, Any]]) -> None:
+    """Resolve each distinct model's target patterns on a weightless model; ConfigError if not.
+
+    Each run checks them too, but only after its process started: a typo would fail every
+    run of the sweep one by one instead of the sweep at once.
+    """
+    from overparam.llm.config import RunConfig
+    from overparam.llm.model import check_targets, model_config
+
+    checked: set[str] = set()
+    for cell, resolved in configs.items():
+        key = json.dumps([resolved["model"], resolved["decomposition"]["targets"]], sort_keys=True)
+        if key in checked:
+            continue
+        checked.add(key)
+        run_config = RunConfig.from_dict(resolved)
+        try:
+            check_targets(run_config, model_config(run_config, vocab_size=None))
+        except ConfigError as error:
+            raise ConfigError(f"invalid sweep config for run {cell.path}: {error}") from None
+
+
 def _workers_and_threads(config: SweepConfig, executor: str) -> tuple[int, int]:
     launch = config.launch
     if executor == "slurm":
@@ -145,18 +167,18 @@ def run_sweep(
     if executor is not None:
         launch = replace(launch, executor=executor)
     config = replace(config, launch=launch)
-    check_writable(out_dir)
     if launch.executor == "slurm" and submitit_cluster is None and shutil.which("sbatch") is None:
         raise ConfigError(
             "executor 'slurm' needs a Slurm cluster (sbatch not found on PATH); run on a "
             "cluster login node, or use --executor local"
         )
-    state = SweepState(out_dir)
-
-    # Resolve and check every cell before starting any, so a bad value costs nothing.
+    # Resolve and check every cell before creating anything, so a bad value costs nothing.
     n_workers, threads = _workers_and_threads(config, launch.executor)
     cells = expand_grid(config)
     configs = {cell: resolve_cell_config(config.base, cell, threads) for cell in cells}
+    check_cell_targets(configs)
+    check_writable(out_dir)
+    state = SweepState(out_dir)
     for cell in cells:
         state.check_config(cell, configs[cell])
     state.update_manifest(config.name, list(configs.items()))
