@@ -1,6 +1,6 @@
 """GPU step-time ratio at the Llama-3.2-1B preset in bf16, and the batched re-projection time.
 
-    python benchmarks/gpu_step_time.py [--json]                 # on one CUDA GPU, about 3 minutes
+    python benchmarks/gpu_step_time.py [--json]         # one CUDA GPU, under 5 minutes (estimate)
     python benchmarks/gpu_step_time.py --device cpu --preset llama3-tiny --context 64   # dry run
 
 Dense, naive decomposed and optimized decomposed (WeightAccumulator) training steps at
