@@ -301,3 +301,22 @@ def test_torch_save_round_trip_weights_only():
     buffer.seek(0)
     restored = torch.load(buffer, weights_only=True)
     assert all(torch.equal(restored[k], v) for k, v in model.state_dict().items())
+
+
+def test_svd_failure_raises_typed_error(monkeypatch):
+    model = nn.Sequential()
+    model.add_module("q_proj", nn.Linear(4, 4))
+    overparam.decompose(model, "SvecVD", targets=["q_proj"])
+    before = [factor.detach().clone() for factor in model.q_proj.factors]
+
+    def failing_svd(*args, **kwargs):
+        raise torch.linalg.LinAlgError("linalg.svd: the algorithm failed to converge")
+
+    monkeypatch.setattr(torch.linalg, "svd", failing_svd)
+    with pytest.raises(overparam.SVDConvergenceError, match="q_proj") as info:
+        overparam.reproject(model)
+    assert isinstance(info.value, overparam.DecompositionError)
+    with pytest.raises(overparam.SVDConvergenceError, match="did not converge"):
+        model.q_proj.reproject()
+    for factor, expected in zip(model.q_proj.factors, before, strict=True):
+        assert torch.equal(factor, expected)

@@ -15,8 +15,10 @@ from overparam.errors import (
     CheckpointError,
     ConfigError,
     DataError,
+    DecompositionError,
     NonFiniteWeightError,
     OverparamError,
+    SVDConvergenceError,
     TargetNotFoundError,
 )
 from overparam.layers import DecomposedLinear
@@ -40,10 +42,12 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DataError",
+    "DecompositionError",
     "DecomposedLinear",
     "Factors",
     "NonFiniteWeightError",
     "OverparamError",
+    "SVDConvergenceError",
     "TargetNotFoundError",
     "WeightAccumulator",
     "compose",

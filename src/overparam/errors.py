@@ -35,13 +35,27 @@ class TargetNotFoundError(ConfigError, LookupError):
     """A target-module pattern matched no `nn.Linear` of the model."""
 
 
-class NonFiniteWeightError(OverparamError, FloatingPointError):
+class DecompositionError(OverparamError):
+    """A layer's effective weight cannot be decomposed; the message names the layer."""
+
+    def __init__(self, layer_name: str, message: str) -> None:
+        self.layer_name = layer_name
+        super().__init__(message)
+
+
+class NonFiniteWeightError(DecompositionError, FloatingPointError):
     """A layer's effective weight contains NaN or Inf, so it cannot be decomposed."""
 
     def __init__(self, layer_name: str, detail: str = "") -> None:
-        self.layer_name = layer_name
         message = f"non-finite effective weight in layer '{layer_name}'"
-        super().__init__(f"{message}: {detail}" if detail else message)
+        super().__init__(layer_name, f"{message}: {detail}" if detail else message)
+
+
+class SVDConvergenceError(DecompositionError):
+    """torch.linalg.svd did not converge on a finite effective weight."""
+
+    def __init__(self, layer_name: str, detail: str) -> None:
+        super().__init__(layer_name, f"the SVD of layer '{layer_name}' did not converge: {detail}")
 
 
 class CheckpointError(OverparamError):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from overparam.errors import NonFiniteWeightError
+from overparam.errors import NonFiniteWeightError, SVDConvergenceError
 from overparam.parameterizations import (
     Factors,
     compose,
@@ -95,13 +95,16 @@ class DecomposedLinear(nn.Module):
         """Overwrite the factors in place with the initial factors of ``weight``.
 
         The Parameter objects are kept, so optimizers and data-parallel wrappers keep their
-        references. Raises NonFiniteWeightError, writing nothing, if the weight is not finite.
+        references. Raises NonFiniteWeightError, writing nothing, if the weight is not finite,
+        and SVDConvergenceError if the SVD fails on a finite one.
         """
         if not torch.isfinite(weight).all():
             raise NonFiniteWeightError(self.layer_name, "cannot decompose NaN or Inf values")
-        for parameter, value in zip(
-            self.factors, init_factors(weight, self.parameterization), strict=True
-        ):
+        try:
+            factors = init_factors(weight, self.parameterization)
+        except torch.linalg.LinAlgError as error:
+            raise SVDConvergenceError(self.layer_name, str(error)) from None
+        for parameter, value in zip(self.factors, factors, strict=True):
             parameter.copy_(value)
 
     @torch.no_grad()

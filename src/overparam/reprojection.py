@@ -7,9 +7,9 @@ from collections import defaultdict
 import torch
 from torch import Tensor, nn
 
-from overparam.errors import ConfigError, NonFiniteWeightError
+from overparam.errors import ConfigError, NonFiniteWeightError, SVDConvergenceError
 from overparam.layers import DecomposedLinear
-from overparam.parameterizations import init_factors, svd_dtype
+from overparam.parameterizations import Factors, init_factors, svd_dtype
 from overparam.surgery import decomposed_layers
 
 OPTIMIZER_STATES = ("keep", "reset")
@@ -40,8 +40,8 @@ def reproject(
     ``"reset"`` zeroes the moments and the step count, as for freshly created parameters.
 
     Raises NonFiniteWeightError naming the first layer whose effective weight is not
-    finite. The check runs for all layers before any factor is written, so a failed call
-    changes nothing.
+    finite, and SVDConvergenceError naming the layers of a group whose SVD failed. Every
+    layer is decomposed before any factor is written, so a failed call changes nothing.
     """
     if optimizer_state not in OPTIMIZER_STATES:
         raise ConfigError(
@@ -52,21 +52,26 @@ def reproject(
     for layer in layers.values():
         groups[_group_key(layer)].append(layer)
 
-    # Compose and check everything first: a non-finite layer must leave the model untouched.
-    composed: dict[tuple, Tensor] = {}
+    # Decompose everything before writing anything, so that a non-finite weight or an SVD
+    # that fails to converge leaves the model untouched.
+    new_factors: dict[tuple, Factors] = {}
     for key, members in groups.items():
         weights = torch.stack([layer.compose() for layer in members])  # (n, out, in)
         finite = torch.isfinite(weights).flatten(1).all(dim=1)
         if not bool(finite.all()):
             bad = members[int((~finite).nonzero()[0])]
             raise NonFiniteWeightError(bad.layer_name, "re-projection needs a finite weight")
-        composed[key] = weights
+        try:
+            new_factors[key] = init_factors(
+                weights.to(svd_dtype(weights.dtype)), members[0].parameterization
+            )
+        except torch.linalg.LinAlgError as error:
+            names = ", ".join(layer.layer_name for layer in members)
+            raise SVDConvergenceError(names, str(error)) from None
 
     for key, members in groups.items():
-        weights = composed[key]
-        factors = init_factors(weights.to(svd_dtype(weights.dtype)), members[0].parameterization)
         for index, layer in enumerate(members):
-            for parameter, value in zip(layer.factors, factors, strict=True):
+            for parameter, value in zip(layer.factors, new_factors[key], strict=True):
                 parameter.copy_(value[index])
 
     if optimizer is not None and optimizer_state == "reset":

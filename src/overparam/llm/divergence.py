@@ -7,8 +7,9 @@ A run diverges when, before an optimizer step is applied,
   train.loss_divergence_margin nats (the first step's loss is that of the initial weights,
   about ln(vocabulary size) from scratch),
 
-or when re-projection finds a non-finite effective weight (NonFiniteWeightError). The training
-loop then stops, keeps the last finite checkpoint and writes status "diverged".
+or when re-projection cannot decompose a weight (DecompositionError: NaN, Inf or an SVD that
+does not converge). The training loop then stops, keeps the last finite checkpoint and
+writes status "diverged".
 """
 
 from __future__ import annotations

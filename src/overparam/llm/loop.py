@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 import overparam
-from overparam.errors import NonFiniteWeightError
+from overparam.errors import DecompositionError
 from overparam.llm.checkpoint import save_checkpoint
 from overparam.llm.config import RunConfig
 from overparam.llm.data import TokenBatches
@@ -192,7 +192,7 @@ class TrainingLoop:
         if every > 0 and step % every == 0 and self.has_decomposed_layers:
             try:
                 self._reproject(step)
-            except NonFiniteWeightError as error:
+            except DecompositionError as error:
                 return self._diverged(step, str(error))
 
         self.progress.step = step
