@@ -112,4 +112,7 @@ def test_unknown_option_exits_2(capsys, name):
     with pytest.raises(SystemExit) as caught:
         main([name, *REQUIRED_ARGS.get(name, []), "--no-such-option"])
     assert caught.value.code == errors.EXIT_USAGE
-    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+    stderr = capsys.readouterr().err
+    assert "unrecognized arguments: --no-such-option" in stderr
+    assert f"usage: overparam {name}" in stderr
+    assert f"see 'overparam {name} --help'" in stderr

@@ -82,7 +82,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             default=argparse.SUPPRESS,
             help="show the full traceback when the command fails",
         )
-        sub.set_defaults(_run=module.run)
+        sub.set_defaults(_run=module.run, _parser=sub)
     return parser
 
 
@@ -93,7 +93,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command = next((arg for arg in argv if arg in SUBCOMMANDS), None)
     parser = build_parser(command)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # Let the subcommand's parser report it, so the usage line and the hint name it.
+        subparser = getattr(args, "_parser", parser)
+        subparser.error(
+            f"unrecognized arguments: {' '.join(unknown)} (see '{subparser.prog} --help')"
+        )
     debug = bool(args.debug)
     try:
         return int(args._run(args) or EXIT_OK)

@@ -298,8 +298,15 @@ def _toy_section(document: doc.Document, toy_dir: Path, out_dir: Path, runs_dir:
     for image in images:
         copy = out_dir / "figures" / f"toy2d_{image.name}"
         shutil.copyfile(image, copy)
-        document.add(doc.Image(copy, f"Toy experiment: {image.stem.replace('_', ' ')}"))
-    document.add(doc.Paragraph(f"Full results: `{_shown(toy_dir / 'results.md', runs_dir)}`."))
+        document.add(
+            doc.Image(
+                copy,
+                "Toy experiment: predictions of one run step by step (top) and mean MSE per "
+                "step (bottom), vector-S models left, matrix-S models right.",
+            )
+        )
+    shown = _shown(toy_dir / "results.md", runs_dir)
+    document.add(doc.Paragraph(f"Full results, relative to the runs folder: `{shown}`."))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

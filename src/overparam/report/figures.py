@@ -90,7 +90,11 @@ def _runs_with_metrics(table: StudyTable) -> list[RunRecord]:
 def _plot_panel_curves(
     ax: Any, table: StudyTable, lr: float, key: str, metrics_of: _MetricsCache
 ) -> list[float]:
-    """Plot every run at one learning rate; return the first value of each line."""
+    """Plot every run at one learning rate; return the values the y-axis must show.
+
+    Those are the first value of each line and the last value of each run that did not
+    diverge, so that only a diverged run's explosion can fall off the top.
+    """
     firsts = []
     labelled: set[Row] = set()
     for row in table.rows:
@@ -110,6 +114,8 @@ def _plot_panel_curves(
             firsts.append(values[0])
             if run.status == "diverged":
                 ax.plot(steps[-1], values[-1], marker="x", color=style["color"])
+            else:
+                firsts.append(values[-1])
     return firsts
 
 

@@ -176,6 +176,8 @@ def load_runs(root: Path, problems: list[str] | None = None) -> list[RunRecord]:
     `problems` (and logged); a sweep manifest still places it, from the sweep's records.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"runs directory {root} is not a directory; pass the folder of the runs")
     if not root.is_dir():
         raise DataError(f"runs directory not found: {root}")
     records = []
